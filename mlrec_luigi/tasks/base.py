@@ -1,0 +1,128 @@
+"""What every stage shares: settings, the bucket, the keys of its outputs, a JSON summary.
+
+The bucket layout (``<p>`` is ``GCS_DATASET_PATH``, ``<ds>`` the zip's name without .zip)::
+
+    <p>/<zip>                                           the MovieLens zip (DownloadMovieLens)
+    <p>/<ds>/embeddings/<model>/<md5>-c<size>/chunk-NNNNN.npy   (EmbeddingChunk)
+    <p>/<ds>/embeddings/<model>/manifest.json           (Embeddings)
+    <p>/<ds>/movie_id_map.json                          (LoadMovies)
+    <p>/<ds>/markers/load_movies.json                   (LoadMovies)
+    <p>/<ds>/markers/load_interactions.json             (LoadInteractions)
+    <p>/<ds>/markers/popular/<date>.json                (UpdatePopular)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import luigi
+import pandas as pd
+from pymongo.database import Database
+
+from mlrec_luigi import mongo, movielens
+from mlrec_luigi.embedding import model_slug
+from mlrec_luigi.logs import log_event, scrub
+from mlrec_luigi.settings import Settings, SettingsError, get_settings
+from mlrec_luigi.storage import Bucket, open_bucket
+
+logger = logging.getLogger("mlrec_luigi")
+
+
+class PipelineTask(luigi.Task):
+    """A stage of the pipeline. ``run()`` fills ``self.counts``; a summary is logged at the end."""
+
+    counts: dict[str, Any]
+
+    @property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    @functools.cached_property
+    def bucket(self) -> Bucket:
+        return open_bucket(self.settings)
+
+    # --- keys --------------------------------------------------------------------
+
+    @property
+    def zip_key(self) -> str:
+        return f"{self.settings.dataset_prefix}{self.settings.movielens_zip_filename}"
+
+    def derived_key(self, *parts: str) -> str:
+        return "/".join([f"{self.settings.dataset_prefix}{self.settings.dataset_name}", *parts])
+
+    def embeddings_key(self, *parts: str) -> str:
+        return self.derived_key("embeddings", model_slug(self.settings.hf_model_name), *parts)
+
+    @property
+    def db(self) -> Database:
+        if not self.settings.mongodb_uri:
+            raise SettingsError("MONGODB_URI is not set: the pipeline needs a MongoDB to write to")
+        return mongo.database(self.settings.mongodb_uri, self.settings.mongodb_database)
+
+    def collection_holds(self, name: str, field: str) -> Callable[[dict[str, Any]], bool]:
+        """A marker check: collection ``name`` still holds at least ``marker[field]`` documents."""
+        return lambda marker: mongo.estimated_count(self.db[name]) >= int(marker.get(field, 0))
+
+    # --- the source --------------------------------------------------------------
+
+    def current_source_md5(self) -> str | None:
+        """The md5 of the zip in the bucket: the identity of everything derived from it."""
+        return self.bucket.md5_hex(self.zip_key)
+
+    def local_zip(self) -> Path:
+        return self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
+
+    def read_movies(self) -> pd.DataFrame:
+        return _read_movies(self.local_zip(), self.settings.max_member_bytes)
+
+    def on_failure(self, exception: BaseException) -> str:
+        """The explanation the scheduler shows, with secrets removed."""
+        return scrub(super().on_failure(exception))
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self.set_status_message(message)
+        self.set_progress_percentage(round(100 * done / total) if total else 100)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_movies(zip_path: Path, max_member_bytes: int) -> pd.DataFrame:
+    return movielens.read_movies(zip_path, max_member_bytes)
+
+
+@PipelineTask.event_handler(luigi.Event.START)
+def _on_start(task: PipelineTask) -> None:
+    task.counts = {}
+    task._started_at = time.monotonic()  # type: ignore[attr-defined]
+
+
+@PipelineTask.event_handler(luigi.Event.SUCCESS)
+def _on_success(task: PipelineTask) -> None:
+    started = getattr(task, "_started_at", time.monotonic())
+    log_event(
+        logger,
+        "task finished",
+        task=task.task_family,
+        task_id=task.task_id,
+        counts=getattr(task, "counts", {}),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+
+
+@PipelineTask.event_handler(luigi.Event.FAILURE)
+def _on_failure(task: PipelineTask, exception: BaseException) -> None:
+    started = getattr(task, "_started_at", time.monotonic())
+    log_event(
+        logger,
+        "task failed",
+        logging.ERROR,
+        task=task.task_family,
+        task_id=task.task_id,
+        error=scrub(f"{type(exception).__name__}: {exception}"),
+        counts=getattr(task, "counts", {}),
+        duration_s=round(time.monotonic() - started, 3),
+    )

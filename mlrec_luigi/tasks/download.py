@@ -1,0 +1,47 @@
+"""Stage 1: put the MovieLens zip into the bucket, downloading it only if missing.
+
+luigi --module mlrec_luigi DownloadMovieLens --local-scheduler
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from mlrec_luigi import movielens, source
+from mlrec_luigi.storage import BucketTarget, open_gs_url
+from mlrec_luigi.tasks.base import PipelineTask
+
+
+class DownloadMovieLens(PipelineTask):
+    """Stream ``MOVIELENS_URL`` to disk, verify it, upload it to ``GCS_DATASET_PATH``."""
+
+    def output(self) -> BucketTarget:
+        return BucketTarget(self.bucket, self.zip_key)
+
+    def run(self) -> None:
+        url = self.settings.movielens_url
+        self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.settings.cache_dir, prefix="download-") as tmp:
+            fetched = source.fetch(
+                url,
+                Path(tmp) / self.settings.movielens_zip_filename,
+                gs_open=self._open_gs,
+                on_progress=lambda done: self.set_status_message(f"downloaded {done:,} bytes"),
+            )
+            published = source.published_md5(url)
+            source.verify_md5(url, fetched, published)
+            summary = movielens.inspect_zip(fetched.path, self.settings.max_member_bytes, label=url)
+            self.bucket.upload_file(fetched.path, self.zip_key, content_type="application/zip")
+        self.counts = {
+            "bytes": fetched.size,
+            "md5": fetched.md5,
+            "sha256": fetched.sha256,
+            "md5_published": published is not None,
+            "uncompressed_bytes": summary.uncompressed_bytes,
+            "destination": self.output().uri,
+        }
+
+    def _open_gs(self, url: str) -> BinaryIO:
+        return open_gs_url(url, self.settings.storage_emulator_host)

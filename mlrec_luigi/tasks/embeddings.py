@@ -1,0 +1,89 @@
+"""Stage 2: embed every movie's title + genres, one checkpointed ``.npy`` chunk per task.
+
+    luigi --module mlrec_luigi Embeddings --local-scheduler
+
+A killed run resumes at the first missing chunk: each chunk is written atomically and
+its key names the source zip's md5, the model and the chunk size, so another zip or
+another model means new chunks, never stale ones. ``--workers N`` embeds N chunks at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import luigi
+
+from mlrec_luigi import embedding
+from mlrec_luigi.storage import BucketTarget, MarkerTarget
+from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.download import DownloadMovieLens
+
+
+class SourceChanged(RuntimeError):
+    """The zip in the bucket changed while derived outputs were being computed."""
+
+
+class EmbeddingChunk(PipelineTask):
+    """Embed movies ``[index * chunk_size, (index + 1) * chunk_size)`` of movies.csv."""
+
+    source_md5 = luigi.Parameter()
+    model_name = luigi.Parameter()
+    chunk_size = luigi.IntParameter()
+    index = luigi.IntParameter()
+
+    def requires(self) -> DownloadMovieLens:
+        return DownloadMovieLens()
+
+    def output(self) -> BucketTarget:
+        return BucketTarget(self.bucket, self.chunk_key())
+
+    def chunk_key(self) -> str:
+        folder = f"{self.source_md5[:12]}-c{self.chunk_size}"
+        return self.embeddings_key(folder, f"chunk-{self.index:05d}.npy")
+
+    def run(self) -> None:
+        if self.current_source_md5() != self.source_md5:
+            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
+        movies = self.read_movies()
+        start, stop = self.index * self.chunk_size, min((self.index + 1) * self.chunk_size, len(movies))
+        rows = movies.iloc[start:stop]
+        self.set_status_message(f"loading model {self.model_name}")
+        model = embedding.load_model(self.model_name, self.settings.hf_device, self.settings.embedding_precision)
+        self.set_status_message(f"embedding movies {start}..{stop - 1}")
+        vectors = embedding.encode(model, rows["text"].tolist(), self.settings.embedding_batch_size)
+        self.bucket.write_bytes(self.chunk_key(), embedding.pack_chunk(rows["movieId"].tolist(), vectors))
+        self.counts = {"movies": len(rows), "first_row": start, "dimension": int(vectors.shape[1])}
+
+
+class Embeddings(PipelineTask):
+    """All chunks of the current zip and model, recorded in a manifest written last."""
+
+    def requires(self) -> DownloadMovieLens:
+        return DownloadMovieLens()
+
+    def output(self) -> MarkerTarget:
+        return MarkerTarget(
+            self.bucket,
+            self.embeddings_key("manifest.json"),
+            expect={
+                "source_md5": self.current_source_md5(),
+                "embedding_model": self.settings.hf_model_name,
+                "chunk_size": self.settings.embedding_chunk_size,
+            },
+        )
+
+    def run(self) -> Iterator[list[EmbeddingChunk]]:
+        md5 = self.current_source_md5()
+        if md5 is None:
+            raise FileNotFoundError(f"{self.bucket.uri(self.zip_key)} is missing")
+        movie_count = len(self.read_movies())
+        chunk_size = self.settings.embedding_chunk_size
+        chunks = [
+            EmbeddingChunk(source_md5=md5, model_name=self.settings.hf_model_name, chunk_size=chunk_size, index=i)
+            for i in range(len(embedding.chunk_bounds(movie_count, chunk_size)))
+        ]
+        yield chunks
+        if self.current_source_md5() != md5:
+            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were embedded")
+        self.output().write({"movies": movie_count, "chunks": [chunk.chunk_key() for chunk in chunks]})
+        self.counts = {"movies": movie_count, "chunks": len(chunks)}

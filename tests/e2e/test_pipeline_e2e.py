@@ -1,0 +1,166 @@
+"""The whole DAG on the real ml-latest-small.zip, end to end, against real local services.
+
+The zip is served over HTTP (the real download path, md5 checked), the bucket is
+fake-gcs-server through google-cloud-storage, Redis is a real redis-server, the model is
+the real MiniLM. MongoDB is ``volume_mongo``: mongomock, or a real MongoDB when
+``MLREC_TEST_MONGODB_URI`` is set (see conftest).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zipfile
+from collections.abc import Callable
+
+import luigi
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from bson import ObjectId
+from luigi.execution_summary import LuigiStatusCode, _summary_dict
+
+from mlrec_luigi import UpdatePopular, mongo
+from mlrec_luigi.popularity import end_of_day
+from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
+from mlrec_luigi.storage import open_bucket
+from tests.conftest import MOVIELENS_ZIP
+
+RUN_DATE = dt.date(2026, 11, 24)
+EARLIER_DATE = dt.date(2018, 6, 30)
+
+
+def expected_popular(id_map: dict[str, str], run_date: dt.date, days: int = 7, min_rating: float = 4.0,
+                     top_n: int = 50) -> list[str]:  # fmt: skip
+    """The contract's popular list, computed independently from ratings.csv with pandas."""
+    with zipfile.ZipFile(MOVIELENS_ZIP) as archive:
+        ratings = pd.read_csv(archive.open("ml-latest-small/ratings.csv"))
+    end = min(end_of_day(run_date).timestamp(), float(ratings["timestamp"].max()))
+    start = end - days * 86_400
+    window = ratings[(ratings["timestamp"] > start) & (ratings["timestamp"] <= end) & (ratings["rating"] >= min_rating)]
+    counts = window.groupby("movieId").size().rename("count").reset_index()
+    counts["hex"] = counts["movieId"].map(lambda m: id_map[str(m)])
+    ranked = counts.sort_values(["count", "hex"], ascending=[False, True]).head(top_n)
+    return ranked["hex"].tolist()
+
+
+def build(*tasks: luigi.Task) -> dict[str, set]:
+    """Run tasks with a local scheduler; fail on any failure; return the execution summary."""
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    assert result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY), result.summary_text
+    return _summary_dict(result.worker)
+
+
+def families(tasks: set) -> list[str]:
+    return sorted(task.task_family for task in tasks)
+
+
+@pytest.fixture
+def e2e_env(pipeline_env: Callable[..., dict[str, str]], served_movielens: str, gcs_emulator: str, gcs_bucket: str,
+            redis_url: str, volume_mongo: tuple[str, str]) -> dict[str, str]:  # fmt: skip
+    uri, database = volume_mongo
+    return pipeline_env(
+        MOVIELENS_URL=served_movielens,
+        GCS_BUCKET_NAME=gcs_bucket,
+        STORAGE_EMULATOR_HOST=gcs_emulator,
+        MONGODB_URI=uri,
+        MONGODB_DATABASE=database,
+        REDIS_URL=redis_url,
+        EMBEDDING_CHUNK_SIZE="2000",
+    )
+
+
+def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> None:
+    summary = build(UpdatePopular(date=RUN_DATE))
+    assert families(summary["completed"]) == [
+        "DownloadMovieLens", *["EmbeddingChunk"] * 5, "Embeddings", "LoadInteractions", "LoadMovies", "UpdatePopular",
+    ]  # fmt: skip
+
+    settings = get_settings()
+    db = mongo.database(settings.mongodb_uri, settings.mongodb_database)
+    bucket = open_bucket(settings)
+
+    # The zip is in the bucket, byte for byte.
+    assert bucket.md5_hex("datasets/ml-latest-small.zip") == "31a303aabbc519bd33d025e44d6c2570"
+
+    # movies: 9,742, contract shapes.
+    movies = {doc["movieId_ml"]: doc for doc in db.movies.find()}
+    assert len(movies) == 9742
+    toy_story = movies[1]
+    assert toy_story["title"] == "Toy Story (1995)"
+    assert toy_story["imdbId"] == "0114709" and toy_story["tmdbId"] == "862"
+    assert toy_story["year"] == 1995 and type(toy_story["year"]) is int
+    assert toy_story["genres"] == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
+    assert toy_story["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    vectors = np.array([doc["embedding"] for doc in movies.values()])
+    assert vectors.shape == (9742, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert all(isinstance(doc["genres"], list) for doc in movies.values())
+    assert all(doc["year"] is None or type(doc["year"]) is int for doc in movies.values())
+    assert sum(doc["genres"] == [] for doc in movies.values()) == 34  # "(no genres listed)"
+    assert all(doc["tmdbId"] is None or isinstance(doc["tmdbId"], str) for doc in movies.values())
+    assert any(doc["tmdbId"] is None for doc in movies.values())  # links.csv has blank tmdbIds
+    # Similar movies are near: Toy Story 2 is closer to Toy Story than a horror film is.
+    toy_story_2 = np.array(movies[3114]["embedding"])
+    exorcist = np.array(movies[1997]["embedding"])
+    assert np.dot(toy_story["embedding"], toy_story_2) > np.dot(toy_story["embedding"], exorcist)
+
+    # movie_id_map.json covers every movie and matches movies._id.
+    id_map = bucket.read_json("datasets/ml-latest-small/movie_id_map.json")
+    assert id_map == {str(m): str(doc["_id"]) for m, doc in movies.items()}
+
+    # interactions: 100,836, contract shapes.
+    interactions = list(db.interactions.find())
+    assert len(interactions) == 100836
+    movie_ids = {str(doc["_id"]) for doc in movies.values()}
+    assert all(doc["movieId"] in movie_ids for doc in interactions)
+    assert all(doc["type"] == "rate" and isinstance(doc["value"], float) for doc in interactions)
+    assert {doc["userId"] for doc in interactions} == {str(u) for u in range(1, 611)}
+    first = db.interactions.find_one({"userId": "1", "movieId": id_map["1"]})
+    assert first["value"] == 4.0
+    assert first["timestamp"].replace(tzinfo=dt.UTC) == dt.datetime(2000, 7, 30, 18, 45, 3, tzinfo=dt.UTC)
+    assert set(db.interactions.index_information()) >= {"user_type_time_value", "movieId", "type_time_value", "time"}
+    assert db.movies.index_information()["movieId_ml_unique"]["unique"]
+
+    # Redis holds the contract's popular list with its TTL.
+    client = redis.Redis.from_url(e2e_env["REDIS_URL"])
+    published = json.loads(client.get(POPULAR_REDIS_KEY))
+    assert published == expected_popular(id_map, RUN_DATE)
+    assert 1 <= len(published) <= 50
+    assert 0 < client.ttl(POPULAR_REDIS_KEY) <= 86_400
+
+    # A rerun with everything complete runs nothing.
+    snapshot_movies = {m: doc["_id"] for m, doc in movies.items()}
+    summary = build(UpdatePopular(date=RUN_DATE))
+    assert summary["completed"] == set()
+    assert families(summary["already_done"]) == ["UpdatePopular"]
+
+    # Markers gone (say, a bucket cleanup): the stages rerun and write nothing new.
+    for marker in ("load_movies.json", "load_interactions.json", "popular/2026-11-24.json"):
+        bucket.delete(f"datasets/ml-latest-small/markers/{marker}")
+    summary = build(UpdatePopular(date=RUN_DATE))
+    assert families(summary["completed"]) == ["LoadInteractions", "LoadMovies", "UpdatePopular"]
+    movie_marker = bucket.read_json("datasets/ml-latest-small/markers/load_movies.json")
+    assert (movie_marker["inserted"], movie_marker["updated"], movie_marker["unchanged"]) == (0, 0, 9742)
+    interaction_marker = bucket.read_json("datasets/ml-latest-small/markers/load_interactions.json")
+    assert (interaction_marker["inserted"], interaction_marker["already_present"]) == (0, 100836)
+    assert {doc["movieId_ml"]: doc["_id"] for doc in db.movies.find({}, {"movieId_ml": 1})} == snapshot_movies
+    assert db.interactions.count_documents({}) == 100836
+    assert json.loads(client.get(POPULAR_REDIS_KEY)) == published
+
+    # An API-written interaction survives reruns; a run for another date counts the window it asks for.
+    api_interaction = {"_id": ObjectId(), "userId": "1", "movieId": id_map["1"], "type": "like", "value": 1.0,
+                       "timestamp": dt.datetime(2018, 1, 1, tzinfo=dt.UTC)}  # fmt: skip
+    db.interactions.insert_one(api_interaction)
+    summary = build(UpdatePopular(date=EARLIER_DATE))
+    assert families(summary["completed"]) == ["UpdatePopular"]
+    assert json.loads(client.get(POPULAR_REDIS_KEY)) == expected_popular(id_map, EARLIER_DATE)
+    assert db.interactions.count_documents({}) == 100837
+    assert db.interactions.find_one({"_id": api_interaction["_id"]})["type"] == "like"
+
+    # A marker must not lie: interactions dropped after a success are noticed and reloaded.
+    db.interactions.drop()
+    summary = build(UpdatePopular(date=RUN_DATE + dt.timedelta(days=1)))
+    assert families(summary["completed"]) == ["LoadInteractions", "UpdatePopular"]
+    assert db.interactions.count_documents({"source": "movielens"}) == 100836
