@@ -48,8 +48,11 @@ def model_slug(name: str) -> str:
 
 
 @functools.cache
-def load_model(name: str, device: str = "cpu", precision: str = "fp32") -> SentenceTransformer:
+def load_model(name: str, device: str = "cpu", precision: str = "fp32", offline: bool = False) -> SentenceTransformer:
     """Load (once per process) the sentence-transformers model ``name``.
+
+    ``offline`` forbids any model-hub request (``HF_HUB_OFFLINE``), so an unknown name
+    fails at once instead of after the hub's retries.
 
     Raises:
         ModelError: the model cannot be found or loaded.
@@ -59,7 +62,7 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32") -> Sente
 
     location = resolve_model(name)
     try:
-        model = SentenceTransformer(location, device=device)
+        model = SentenceTransformer(location, device=device, local_files_only=offline)
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"HF_MODEL_NAME={name!r} cannot be loaded from {location!r} on {device!r}: {error}") from error
     if precision == "bf16":

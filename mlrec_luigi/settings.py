@@ -64,6 +64,7 @@ class Settings:
     movielens_zip_filename: str = "ml-latest-small.zip"
     hf_model_name: str = DEFAULT_MODEL_NAME
     hf_device: str = "cpu"
+    hf_hub_offline: bool = False
     embedding_precision: str = "fp32"
     embedding_batch_size: int = 64
     embedding_chunk_size: int = 1000
@@ -203,6 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         movielens_zip_filename=zip_filename,
         hf_model_name=_text(values, "HF_MODEL_NAME") or DEFAULT_MODEL_NAME,
         hf_device=_text(values, "HF_DEVICE") or "cpu",
+        hf_hub_offline=(_text(values, "HF_HUB_OFFLINE") or "0").lower() in ("1", "true", "yes", "on"),
         embedding_precision=_choice(values, "EMBEDDING_PRECISION", "fp32", ("fp32", "bf16")),
         embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", 64),
         embedding_chunk_size=_integer(values, "EMBEDDING_CHUNK_SIZE", 1000),

@@ -48,7 +48,10 @@ class EmbeddingChunk(PipelineTask):
         start, stop = self.index * self.chunk_size, min((self.index + 1) * self.chunk_size, len(movies))
         rows = movies.iloc[start:stop]
         self.set_status_message(f"loading model {self.model_name}")
-        model = embedding.load_model(self.model_name, self.settings.hf_device, self.settings.embedding_precision)
+        settings = self.settings
+        model = embedding.load_model(
+            self.model_name, settings.hf_device, settings.embedding_precision, settings.hf_hub_offline
+        )
         self.set_status_message(f"embedding movies {start}..{stop - 1}")
         vectors = embedding.encode(model, rows["text"].tolist(), self.settings.embedding_batch_size)
         self.bucket.write_bytes(self.chunk_key(), embedding.pack_chunk(rows["movieId"].tolist(), vectors))

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run lint and the whole test suite.
+#   bash scripts/test.sh [pytest args...]
+# With MLREC_TEST_MONGODB_URI=mongodb://... every MongoDB test runs against that real MongoDB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"

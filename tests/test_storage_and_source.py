@@ -1,0 +1,109 @@
+"""The bucket (local folder and fake-gcs-server through google-cloud-storage) and the download."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlrec_luigi import source
+from mlrec_luigi.source import SourceError
+from mlrec_luigi.storage import Bucket, GCSBucket, LocalBucket, MarkerTarget, open_gs_url
+from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP
+
+
+@pytest.fixture(params=["local", "gcs"])
+def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Bucket:
+    if request.param == "local":
+        return LocalBucket(tmp_path / "bucket")
+    return GCSBucket(request.getfixturevalue("gcs_bucket"), request.getfixturevalue("gcs_emulator"))
+
+
+def test_bucket_roundtrip(bucket: Bucket, tmp_path: Path) -> None:
+    assert not bucket.exists("a/b.json") and bucket.md5_hex("a/b.json") is None
+    bucket.write_json("a/b.json", {"x": 1})
+    assert bucket.exists("a/b.json") and bucket.read_json("a/b.json") == {"x": 1}
+    bucket.write_bytes("a/b.json", b"[2]")
+    assert bucket.read_json("a/b.json") == [2]
+    assert bucket.md5_hex("a/b.json") == hashlib.md5(b"[2]").hexdigest()
+    bucket.delete("a/b.json")
+    bucket.delete("a/b.json")
+    assert not bucket.exists("a/b.json")
+    with pytest.raises(FileNotFoundError):
+        bucket.read_bytes("a/b.json")
+
+
+def test_upload_and_local_copy_keep_the_bytes(bucket: Bucket, tmp_path: Path) -> None:
+    bucket.upload_file(MOVIELENS_ZIP, "datasets/ml.zip", "application/zip")
+    assert bucket.md5_hex("datasets/ml.zip") == MOVIELENS_MD5
+    copy = bucket.local_copy("datasets/ml.zip", tmp_path / "cache")
+    assert hashlib.md5(copy.read_bytes()).hexdigest() == MOVIELENS_MD5
+    assert bucket.local_copy("datasets/ml.zip", tmp_path / "cache") == copy
+
+
+def test_local_bucket_writes_atomically_and_stays_inside(tmp_path: Path) -> None:
+    bucket = LocalBucket(tmp_path / "b")
+    bucket.write_bytes("x/y.bin", b"1")
+    assert [p.name for p in (tmp_path / "b" / "x").iterdir()] == ["y.bin"]  # no temp files left
+    with pytest.raises(ValueError, match="escapes the bucket"):
+        bucket.write_bytes("../outside", b"1")
+
+
+def test_marker_counts_only_while_true(tmp_path: Path) -> None:
+    bucket = LocalBucket(tmp_path)
+    holds = {"ok": True}
+    target = MarkerTarget(bucket, "m.json", expect={"source_md5": "abc"}, still_valid=lambda m: holds["ok"])
+    assert not target.exists()
+    target.write({"count": 3})
+    assert bucket.read_json("m.json") == {"count": 3, "source_md5": "abc"}
+    assert target.exists()
+    holds["ok"] = False
+    assert not target.exists()
+    assert not MarkerTarget(bucket, "m.json", expect={"source_md5": "other"}).exists()
+    bucket.write_bytes("m.json", b"{torn")
+    assert not MarkerTarget(bucket, "m.json").exists()
+
+
+def test_fetch_over_http_checksums_while_streaming(served_movielens: str, tmp_path: Path) -> None:
+    fetched = source.fetch(served_movielens, tmp_path / "ml.zip")
+    assert (fetched.size, fetched.md5) == (978202, MOVIELENS_MD5)
+    assert fetched.sha256 == "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436"
+    assert source.published_md5(served_movielens) == MOVIELENS_MD5
+    source.verify_md5(served_movielens, fetched, MOVIELENS_MD5)
+
+
+def test_md5_mismatch_is_refused(served_movielens: str, http_folder: tuple[Path, str], tmp_path: Path) -> None:
+    folder, _ = http_folder
+    (folder / "ml-latest-small.zip.md5").write_text("0" * 32 + "  ml-latest-small.zip\n")
+    fetched = source.fetch(served_movielens, tmp_path / "ml.zip")
+    with pytest.raises(SourceError, match=f"md5 mismatch for {served_movielens}: published 0{{32}}"):
+        source.verify_md5(served_movielens, fetched, source.published_md5(served_movielens))
+
+
+def test_missing_md5_file_is_not_an_error(http_folder: tuple[Path, str]) -> None:
+    folder, base = http_folder
+    shutil.copyfile(MOVIELENS_ZIP, folder / "ml.zip")
+    assert source.published_md5(f"{base}/ml.zip") is None
+
+
+def test_missing_url_fails_with_the_url(http_folder: tuple[Path, str], tmp_path: Path) -> None:
+    _, base = http_folder
+    with pytest.raises(SourceError, match=f"could not download {base}/nothing.zip: HTTP Error 404"):
+        source.fetch(f"{base}/nothing.zip", tmp_path / "x.zip")
+
+
+def test_file_and_gs_urls(gcs_bucket: str, gcs_emulator: str, tmp_path: Path) -> None:
+    fetched = source.fetch(MOVIELENS_ZIP.as_uri(), tmp_path / "a.zip")
+    assert fetched.md5 == MOVIELENS_MD5
+    GCSBucket(gcs_bucket, gcs_emulator).upload_file(MOVIELENS_ZIP, "in/ml.zip")
+    fetched = source.fetch(f"gs://{gcs_bucket}/in/ml.zip", tmp_path / "b.zip",
+                           gs_open=lambda url: open_gs_url(url, gcs_emulator))  # fmt: skip
+    assert fetched.md5 == MOVIELENS_MD5
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/ml.zip", "s3://bucket/ml.zip", "javascript:alert(1)"])
+def test_other_schemes_are_refused(url: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="unsupported URL scheme"):
+        source.fetch(url, tmp_path / "x.zip")
