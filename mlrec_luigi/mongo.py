@@ -58,9 +58,10 @@ def connect(uri: str) -> pymongo.MongoClient:
     if uri.startswith("mongomock://"):
         return _mongomock_client()
     try:
-        client: pymongo.MongoClient = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS, tz_aware=True, appname="mlrec-luigi"
-        )
+        options: dict[str, Any] = {"tz_aware": True, "appname": "mlrec-luigi"}
+        if "serverselectiontimeoutms" not in uri.lower():  # the URI's own option wins
+            options["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
+        client: pymongo.MongoClient = pymongo.MongoClient(uri, **options)
         client.admin.command("ping")
     except (PyMongoError, ValueError) as error:
         raise MongoUnavailable(f"MONGODB_URI {redact(uri)} is unusable: {redact(str(error))}") from None

@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -232,6 +233,13 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
     reset_process_state()
     yield configure
     reset_process_state()
+
+
+def run_luigi(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real `luigi` command on this package, with this process's environment, from the project root."""
+    luigi_command = Path(sys.executable).with_name("luigi")
+    return subprocess.run([str(luigi_command), "--module", "mlrec_luigi", *args], cwd=PROJECT, env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=timeout_s, check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session")

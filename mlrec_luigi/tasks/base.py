@@ -89,6 +89,18 @@ class PipelineTask(luigi.Task):
         self.set_progress_percentage(round(100 * done / total) if total else 100)
 
 
+class MongoStage(PipelineTask):
+    """A stage that writes to MongoDB: an unreachable MongoDB fails the run before any work.
+
+    Luigi checks ``complete()`` top-down before it runs anything; connecting there makes a
+    bad ``MONGODB_URI`` a scheduling error at start, not after the embeddings are computed.
+    """
+
+    def complete(self) -> bool:
+        self.db  # noqa: B018 - connects (and pings) once per process, or raises MongoUnavailable
+        return super().complete()
+
+
 @functools.lru_cache(maxsize=2)
 def _read_movies(zip_path: Path, max_member_bytes: int) -> pd.DataFrame:
     return movielens.read_movies(zip_path, max_member_bytes)

@@ -15,13 +15,13 @@ from mlrec_luigi import mongo, movielens
 from mlrec_luigi.documents import interaction_documents
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.base import MongoStage
 from mlrec_luigi.tasks.movies import LoadMovies
 
 ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress bar only
 
 
-class LoadInteractions(PipelineTask):
+class LoadInteractions(MongoStage):
     """ratings.csv → MongoDB ``interactions`` (type ``rate``), idempotently."""
 
     def requires(self) -> LoadMovies:

@@ -16,13 +16,13 @@ from mlrec_luigi import embedding, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.base import MongoStage
 from mlrec_luigi.tasks.embeddings import Embeddings
 
 UNIT_NORM_TOLERANCE = 1e-3
 
 
-class LoadMovies(PipelineTask):
+class LoadMovies(MongoStage):
     """Movies + embeddings → MongoDB ``movies``; ``movie_id_map.json`` → the bucket."""
 
     def requires(self) -> Embeddings:

@@ -20,13 +20,13 @@ from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.base import MongoStage
 from mlrec_luigi.tasks.interactions import LoadInteractions
 
 logger = logging.getLogger("mlrec_luigi")
 
 
-class UpdatePopular(PipelineTask):
+class UpdatePopular(MongoStage):
     """Popular movies of the window ending on ``date`` → Redis ``rec:fallback:popular``."""
 
     date = luigi.DateParameter(default=dt.date.today())

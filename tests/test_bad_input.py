@@ -1,0 +1,168 @@
+"""Bad input ends in a clear error naming the file, row or setting, and nothing half-published.
+
+Each case runs real Luigi tasks (local scheduler) and checks what the failed task left
+behind: no zip object in the bucket, no marker, no Redis key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import luigi
+import pytest
+import redis
+
+from mlrec_luigi import DownloadMovieLens, LoadInteractions, UpdatePopular
+from mlrec_luigi.settings import POPULAR_REDIS_KEY
+from mlrec_luigi.storage import LocalBucket
+from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, free_port, run_luigi
+from tests.support.zips import RATINGS, small_zip
+
+
+def run_failing(task: luigi.Task) -> str:
+    """Run ``task``; it must fail. Returns the failure explanations Luigi recorded."""
+    errors: list[str] = []
+
+    def record(failed: luigi.Task, exception: BaseException) -> None:
+        errors.append(f"{failed.task_family}: {exception}")
+
+    events = (luigi.Event.FAILURE, luigi.Event.BROKEN_TASK)  # BROKEN_TASK: complete() raised
+    for event in events:
+        luigi.Task.event_handler(event)(record)
+    try:
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True)
+    finally:
+        for event in events:
+            luigi.Task._event_callbacks[luigi.Task][event].discard(record)
+    assert not result.scheduling_succeeded or result.status.name.startswith("FAILED"), result.summary_text
+    assert errors, result.summary_text
+    return "\n".join(errors)
+
+
+@pytest.fixture
+def local_env(pipeline_env: Callable[..., dict[str, str]], http_folder: tuple[Path, str], tmp_path: Path):
+    folder, base = http_folder
+
+    def configure(zip_bytes: bytes, md5: str | None = None, **env: str) -> LocalBucket:
+        (folder / "ml.zip").write_bytes(zip_bytes)
+        if md5:
+            (folder / "ml.zip.md5").write_text(f"MD5 (ml.zip) = {md5}\n")
+        values = pipeline_env(MOVIELENS_URL=f"{base}/ml.zip", **env)
+        return LocalBucket(Path(values["LOCAL_BUCKET_DIR"]))
+
+    return configure
+
+
+def test_a_file_that_is_not_a_zip(local_env) -> None:
+    bucket = local_env(b"<html>503 Service Unavailable</html>")
+    errors = run_failing(DownloadMovieLens())
+    assert "ml.zip is not a zip file" in errors
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_a_truncated_download(local_env) -> None:
+    bucket = local_env(MOVIELENS_ZIP.read_bytes()[:400_000])
+    errors = run_failing(DownloadMovieLens())
+    assert "ml.zip is not a" in errors
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_an_md5_mismatch(local_env) -> None:
+    bucket = local_env(MOVIELENS_ZIP.read_bytes(), md5="f" * 32)
+    errors = run_failing(DownloadMovieLens())
+    assert "md5 mismatch for http://127.0.0.1:" in errors
+    assert f"published {'f' * 32}, downloaded {MOVIELENS_MD5}" in errors
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_a_zip_without_movies(local_env, tmp_path: Path) -> None:
+    bucket = local_env(small_zip(tmp_path / "x.zip", movies_csv=None).read_bytes())
+    assert "ml.zip holds no movies.csv" in run_failing(DownloadMovieLens())
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_an_oversized_member(local_env) -> None:
+    bucket = local_env(MOVIELENS_ZIP.read_bytes(), MAX_MEMBER_BYTES="1000000")
+    errors = run_failing(DownloadMovieLens())
+    assert "ratings.csv inflates to 2483723 bytes, over the limit of 1000000 (MAX_MEMBER_BYTES)" in errors
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_an_unsupported_url_scheme(pipeline_env) -> None:
+    with pytest.raises(Exception, match="MOVIELENS_URL must start with https:// or http:// or file:// or gs://"):
+        pipeline_env(MOVIELENS_URL="ftp://example.org/ml.zip")
+        from mlrec_luigi.settings import get_settings
+
+        get_settings()
+
+
+@pytest.fixture
+def wire_env(local_env, wire_mongo: tuple[str, str], redis_url: str):
+    uri, database = wire_mongo
+
+    def configure(zip_path: Path, **env: str) -> LocalBucket:
+        return local_env(zip_path.read_bytes(), MONGODB_URI=uri, MONGODB_DATABASE=database, REDIS_URL=redis_url, **env)
+
+    return configure
+
+
+BAD_RATINGS = RATINGS + "3,1,7.0,964982703\nx,2,4.0,964982703\n3,2,-1,964982703\n"
+
+
+def test_bad_ratings_rows_fail_the_load_naming_rows_and_publish_nothing(wire_env, tmp_path: Path, redis_url) -> None:
+    bucket = wire_env(small_zip(tmp_path / "x.zip", ratings_csv=BAD_RATINGS))
+    errors = run_failing(UpdatePopular(date=dt.date(2026, 11, 24)))
+    assert "3 bad row(s) in ratings.csv, more than INTERACTIONS_MAX_REJECTED_ROWS=0" in errors
+    assert "ratings.csv row 5: rating is not 0.5..5.0 in steps of 0.5" in errors
+    assert "ratings.csv row 6: userId is not a positive integer" in errors
+    assert not bucket.exists("datasets/ml/markers/load_interactions.json")
+    assert redis.Redis.from_url(redis_url).get(POPULAR_REDIS_KEY) is None
+
+
+def test_tolerated_bad_rows_are_counted(wire_env, tmp_path: Path) -> None:
+    bucket = wire_env(small_zip(tmp_path / "x.zip", ratings_csv=BAD_RATINGS), INTERACTIONS_MAX_REJECTED_ROWS="3")
+    assert luigi.build([LoadInteractions()], local_scheduler=True)
+    marker = bucket.read_json("datasets/ml/markers/load_interactions.json")
+    assert (marker["rows"], marker["inserted"], marker["rejected"]) == (7, 4, 3)
+    assert len(marker["rejected_examples"]) == 3
+
+
+def test_ratings_of_unknown_movies_are_skipped_then_fatal_over_the_limit(wire_env, tmp_path: Path) -> None:
+    ratings = RATINGS + "3,999,4.0,964982703\n"
+    zip_path = small_zip(tmp_path / "x.zip", ratings_csv=ratings)
+    wire_env(zip_path)
+    errors = run_failing(LoadInteractions())
+    assert "1 of 5 ratings in ratings.csv name a movieId missing from movies.csv (20.00%)" in errors
+    assert "INTERACTIONS_MAX_UNKNOWN_FRACTION=0.01" in errors
+    bucket = wire_env(zip_path, INTERACTIONS_MAX_UNKNOWN_FRACTION="0.5")
+    assert luigi.build([LoadInteractions()], local_scheduler=True)
+    marker = bucket.read_json("datasets/ml/markers/load_interactions.json")
+    # The failed run's rows were written but not published (no marker); the rerun adds no duplicate.
+    assert (marker["stored"], marker["already_present"], marker["skipped_unknown_movie"]) == (4, 4, 1)
+
+
+def test_missing_ratings_column(wire_env, tmp_path: Path) -> None:
+    wire_env(small_zip(tmp_path / "x.zip", ratings_csv="userId,movieId,rating\n1,1,4.0\n"))
+    assert "ratings.csv: missing column(s) timestamp" in run_failing(LoadInteractions())
+
+
+def test_duplicate_movie_ids(wire_env, tmp_path: Path) -> None:
+    movies = "movieId,title,genres\n1,A (1990),Drama\n1,B (1991),Drama\n"
+    bucket = wire_env(small_zip(tmp_path / "x.zip", movies_csv=movies))
+    assert "movies.csv: duplicate movieId(s) [1] at row(s) 1, 2" in run_failing(LoadInteractions())
+    assert not bucket.exists("datasets/ml/movie_id_map.json")
+
+
+def test_mongodb_unreachable_fails_fast_with_a_non_zero_exit(local_env) -> None:
+    uri = f"mongodb://app:hunter2@127.0.0.1:{free_port()}/db?serverSelectionTimeoutMS=500"
+    bucket = local_env(MOVIELENS_ZIP.read_bytes(), MONGODB_URI=uri)
+    started = time.monotonic()
+    result = run_luigi("UpdatePopular", "--local-scheduler", timeout_s=60)
+    assert result.returncode == 35  # [retcode] scheduling_error in luigi.cfg
+    assert time.monotonic() - started < 30
+    assert "MONGODB_URI mongodb://app:***@127.0.0.1" in result.stderr and "is unusable" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert not bucket.exists("datasets/ml.zip")  # failed at start: nothing ran
