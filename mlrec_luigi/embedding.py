@@ -59,7 +59,9 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", offline:
     """
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # stderr carries JSON lines only
     location = resolve_model(name)
     try:
         model = SentenceTransformer(location, device=device, local_files_only=offline)

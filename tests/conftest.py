@@ -82,9 +82,23 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("gcs")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-               "-backend", "filesystem", "-filesystem-root", str(folder / "data"),
-               "-external-url", url, "-log-level", "warn"]  # fmt: skip
+    command = [
+        str(_get_binary_path()),
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "filesystem",
+        "-filesystem-root",
+        str(folder / "data"),
+        "-external-url",
+        url,
+        "-log-level",
+        "warn",
+    ]
     with background(command, folder / "server.log"):
         import urllib.request
 
@@ -98,8 +112,9 @@ def gcs_bucket(gcs_emulator: str) -> str:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs_emulator})  # fmt: skip
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_emulator}
+    )
     name = f"mlrec-{uuid.uuid4().hex[:12]}"
     client.create_bucket(name)
     return name
@@ -113,8 +128,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("redis-server is not installed: run .ci/run or `apt-get install redis-server`")
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(folder)]  # fmt: skip
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+    ]
     with background(command, folder / "redis.log"):
         import redis
 
@@ -235,11 +261,24 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
     reset_process_state()
 
 
-def run_luigi(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    """The real `luigi` command on this package, with this process's environment, from the project root."""
-    luigi_command = Path(sys.executable).with_name("luigi")
-    return subprocess.run([str(luigi_command), "--module", "mlrec_luigi", *args], cwd=PROJECT, env=os.environ.copy(),
-                          capture_output=True, text=True, timeout=timeout_s, check=False)  # fmt: skip
+def luigi_command(*args: str) -> list[str]:
+    """The real `luigi` command line for this package."""
+    return [str(Path(sys.executable).with_name("luigi")), "--module", "mlrec_luigi", *args]
+
+
+def run_luigi(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run `luigi` from the project root with ``env`` (default: this process's environment)."""
+    return subprocess.run(
+        luigi_command(*args),
+        cwd=PROJECT,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,14 @@ def test_interaction_ids_are_deterministic_and_distinct() -> None:
 
 
 def test_movie_document_types() -> None:
-    movie = {"movieId": np.int64(1), "title": "Toy Story (1995)", "genres": ["Comedy"], "year": 1995,
-             "imdbId": "0114709", "tmdbId": None}  # fmt: skip
+    movie = {
+        "movieId": np.int64(1),
+        "title": "Toy Story (1995)",
+        "genres": ["Comedy"],
+        "year": 1995,
+        "imdbId": "0114709",
+        "tmdbId": None,
+    }
     doc = movie_document(movie, np.ones(3, dtype=np.float32) / np.sqrt(3), "m")
     assert type(doc["movieId_ml"]) is int and type(doc["year"]) is int
     assert all(type(x) is float for x in doc["embedding"])

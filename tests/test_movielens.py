@@ -115,8 +115,11 @@ def test_ratings_of_the_real_zip_are_all_valid() -> None:
     assert sum(len(c.frame) for c in chunks) == 100836
     assert sum(c.rejected for c in chunks) == 0
     assert chunks[0].frame.dtypes.to_dict() == {
-        "userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64",
-    }  # fmt: skip
+        "userId": "int64",
+        "movieId": "int64",
+        "rating": "float64",
+        "timestamp": "int64",
+    }
 
 
 def test_inspect_zip_accepts_the_real_zip() -> None:

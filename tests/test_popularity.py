@@ -54,14 +54,18 @@ def test_popular_counts_high_ratings_in_the_window_with_deterministic_ties(inter
     a, b, c, d = (str(ObjectId()) for _ in range(4))
     a, b, c, d = sorted([a, b, c, d])
     end = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-    interactions.insert_many([
-        rating(c, 5.0, end), rating(c, 4.0, end - dt.timedelta(days=1)),  # c: 2
-        rating(b, 4.5, end - dt.timedelta(days=2)), rating(a, 4.0, end - dt.timedelta(days=3)),  # a, b: 1 (tie)
-        rating(d, 3.5, end),  # below the threshold
-        rating(d, 5.0, end - dt.timedelta(days=7)),  # exactly 7 days before the end: outside (start is open)
-        rating(d, 5.0, end, kind="like"),  # not a rating
-        rating(d, 5.0, end + dt.timedelta(days=3), kind="view"),  # after the run date: ignored
-    ])  # fmt: skip
+    interactions.insert_many(
+        [
+            rating(c, 5.0, end),
+            rating(c, 4.0, end - dt.timedelta(days=1)),  # c: 2
+            rating(b, 4.5, end - dt.timedelta(days=2)),
+            rating(a, 4.0, end - dt.timedelta(days=3)),  # a, b: 1 (tie)
+            rating(d, 3.5, end),  # below the threshold
+            rating(d, 5.0, end - dt.timedelta(days=7)),  # exactly 7 days before the end: outside (start is open)
+            rating(d, 5.0, end, kind="like"),  # not a rating
+            rating(d, 5.0, end + dt.timedelta(days=3), kind="view"),  # after the run date: ignored
+        ]
+    )
     popular = compute_popular(interactions, dt.date(2026, 11, 20), days=7, min_rating=4.0, top_n=50)
     assert popular.movie_ids == [c, a, b]
     assert popular.counts == [2, 1, 1]

@@ -98,8 +98,9 @@ def test_file_and_gs_urls(gcs_bucket: str, gcs_emulator: str, tmp_path: Path) ->
     fetched = source.fetch(MOVIELENS_ZIP.as_uri(), tmp_path / "a.zip")
     assert fetched.md5 == MOVIELENS_MD5
     GCSBucket(gcs_bucket, gcs_emulator).upload_file(MOVIELENS_ZIP, "in/ml.zip")
-    fetched = source.fetch(f"gs://{gcs_bucket}/in/ml.zip", tmp_path / "b.zip",
-                           gs_open=lambda url: open_gs_url(url, gcs_emulator))  # fmt: skip
+    fetched = source.fetch(
+        f"gs://{gcs_bucket}/in/ml.zip", tmp_path / "b.zip", gs_open=lambda url: open_gs_url(url, gcs_emulator)
+    )
     assert fetched.md5 == MOVIELENS_MD5
 
 

@@ -31,8 +31,9 @@ RUN_DATE = dt.date(2026, 11, 24)
 EARLIER_DATE = dt.date(2018, 6, 30)
 
 
-def expected_popular(id_map: dict[str, str], run_date: dt.date, days: int = 7, min_rating: float = 4.0,
-                     top_n: int = 50) -> list[str]:  # fmt: skip
+def expected_popular(
+    id_map: dict[str, str], run_date: dt.date, days: int = 7, min_rating: float = 4.0, top_n: int = 50
+) -> list[str]:
     """The contract's popular list, computed independently from ratings.csv with pandas."""
     with zipfile.ZipFile(MOVIELENS_ZIP) as archive:
         ratings = pd.read_csv(archive.open("ml-latest-small/ratings.csv"))
@@ -57,8 +58,14 @@ def families(tasks: set) -> list[str]:
 
 
 @pytest.fixture
-def e2e_env(pipeline_env: Callable[..., dict[str, str]], served_movielens: str, gcs_emulator: str, gcs_bucket: str,
-            redis_url: str, volume_mongo: tuple[str, str]) -> dict[str, str]:  # fmt: skip
+def e2e_env(
+    pipeline_env: Callable[..., dict[str, str]],
+    served_movielens: str,
+    gcs_emulator: str,
+    gcs_bucket: str,
+    redis_url: str,
+    volume_mongo: tuple[str, str],
+) -> dict[str, str]:
     uri, database = volume_mongo
     return pipeline_env(
         MOVIELENS_URL=served_movielens,
@@ -74,8 +81,13 @@ def e2e_env(pipeline_env: Callable[..., dict[str, str]], served_movielens: str, 
 def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> None:
     summary = build(UpdatePopular(date=RUN_DATE))
     assert families(summary["completed"]) == [
-        "DownloadMovieLens", *["EmbeddingChunk"] * 5, "Embeddings", "LoadInteractions", "LoadMovies", "UpdatePopular",
-    ]  # fmt: skip
+        "DownloadMovieLens",
+        *["EmbeddingChunk"] * 5,
+        "Embeddings",
+        "LoadInteractions",
+        "LoadMovies",
+        "UpdatePopular",
+    ]
 
     settings = get_settings()
     db = mongo.database(settings.mongodb_uri, settings.mongodb_database)
@@ -150,8 +162,14 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     assert json.loads(client.get(POPULAR_REDIS_KEY)) == published
 
     # An API-written interaction survives reruns; a run for another date counts the window it asks for.
-    api_interaction = {"_id": ObjectId(), "userId": "1", "movieId": id_map["1"], "type": "like", "value": 1.0,
-                       "timestamp": dt.datetime(2018, 1, 1, tzinfo=dt.UTC)}  # fmt: skip
+    api_interaction = {
+        "_id": ObjectId(),
+        "userId": "1",
+        "movieId": id_map["1"],
+        "type": "like",
+        "value": 1.0,
+        "timestamp": dt.datetime(2018, 1, 1, tzinfo=dt.UTC),
+    }
     db.interactions.insert_one(api_interaction)
     summary = build(UpdatePopular(date=EARLIER_DATE))
     assert families(summary["completed"]) == ["UpdatePopular"]

@@ -36,8 +36,13 @@ def test_pipeline_over_the_wire_protocol(
     pipeline_env: Callable[..., dict[str, str]], sliced_zip: Path, wire_mongo: tuple[str, str], redis_url: str
 ) -> None:
     uri, database = wire_mongo
-    env = pipeline_env(MOVIELENS_URL=sliced_zip.as_uri(), MONGODB_URI=uri, MONGODB_DATABASE=database,
-                       REDIS_URL=redis_url, EMBEDDING_CHUNK_SIZE="50")  # fmt: skip
+    env = pipeline_env(
+        MOVIELENS_URL=sliced_zip.as_uri(),
+        MONGODB_URI=uri,
+        MONGODB_DATABASE=database,
+        REDIS_URL=redis_url,
+        EMBEDDING_CHUNK_SIZE="50",
+    )
     assert luigi.build([UpdatePopular(date=dt.date(2026, 11, 24))], local_scheduler=True)
 
     client = pymongo.MongoClient(uri, tz_aware=True)

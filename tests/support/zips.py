@@ -43,12 +43,20 @@ def small_zip(path: Path, **overrides: str | bytes | None) -> Path:
     return write_zip(path, {name: value for name, value in members.items() if value is not None})
 
 
-def real_slice(source: Path, destination: Path, movies: int, max_ratings: int) -> Path:
-    """The first ``movies`` movies of a real zip with up to ``max_ratings`` of their ratings."""
+def real_slice(
+    source: Path, destination: Path, movies: int, max_ratings: int, extra_members: tuple[str, ...] = ()
+) -> Path:
+    """The first ``movies`` movies of a real zip with up to ``max_ratings`` of their ratings.
+
+    ``extra_members`` (e.g. ``tags.csv``) are copied whole.
+    """
     with zipfile.ZipFile(source) as archive:
         top = archive.namelist()[0].split("/")[0]
-        frames = {name: pd.read_csv(archive.open(f"{top}/{name}"), dtype=str, keep_default_na=False)
-                  for name in ("movies.csv", "links.csv", "ratings.csv")}  # fmt: skip
+        frames = {
+            name: pd.read_csv(archive.open(f"{top}/{name}"), dtype=str, keep_default_na=False)
+            for name in ("movies.csv", "links.csv", "ratings.csv")
+        }
+        extras = {name: archive.read(f"{top}/{name}") for name in extra_members}
     kept = frames["movies.csv"].head(movies)
     ids = set(kept["movieId"])
     members = {
@@ -56,7 +64,7 @@ def real_slice(source: Path, destination: Path, movies: int, max_ratings: int) -
         "links.csv": frames["links.csv"][frames["links.csv"]["movieId"].isin(ids)],
         "ratings.csv": frames["ratings.csv"][frames["ratings.csv"]["movieId"].isin(ids)].head(max_ratings),
     }
-    texts = {}
+    texts: dict[str, str | bytes] = dict(extras)
     for name, frame in members.items():
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
