@@ -186,25 +186,29 @@ def assert_same_state(actual: dict[str, Any], clean: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean_run(scenario_factory, request: pytest.FixtureRequest) -> tuple[dict[str, Any], dict[str, float]]:
+def clean_run(scenario_factory, request: pytest.FixtureRequest) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The reference state, and each stage's durations (one per chunk for EmbeddingChunk)."""
     scenario = scenario_factory(request)
     log = complete_run(scenario)
-    durations = {family: max(e["duration_s"] for e in finished(log, family)) for family in STAGES}
+    durations = {family: [e["duration_s"] for e in finished(log, family)] for family in STAGES}
     return snapshot(scenario), durations
 
 
-def kill_during(scenario: Scenario, stage: str, rng: random.Random, durations: dict[str, float]) -> dict[str, Any]:
-    """Start the DAG, SIGKILL it at a random moment inside ``stage``; return what happened."""
-    process = subprocess.Popen(
-        luigi_command("UpdatePopular", "--local-scheduler", "--date", RUN_DATE),
-        cwd=PROJECT,
-        env=scenario.env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
+def start_dag(scenario: Scenario, *extra: str) -> subprocess.Popen[str]:
+    command = luigi_command("UpdatePopular", "--local-scheduler", "--date", RUN_DATE, *extra)
+    return subprocess.Popen(
+        command, cwd=PROJECT, env=scenario.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
-    occurrence = rng.randrange(MOVIES // CHUNK) if stage == "EmbeddingChunk" else 0
-    delay = rng.uniform(0, durations[stage])
+
+
+def kill_during(
+    scenario: Scenario, stage: str, rng: random.Random, durations: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Start the DAG, SIGKILL it at a random moment inside ``stage``; return what happened."""
+    process = start_dag(scenario)
+    # Which start of the stage (the k-th chunk), then a moment inside it (chunk 0 includes the model load).
+    occurrence = rng.randrange(len(durations[stage]))
+    delay = rng.uniform(0, durations[stage][occurrence])
     pattern = re.compile(rf"running\s+{stage}\(")
     lines: list[str] = []
     seen = 0
@@ -268,16 +272,21 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     )
 
 
-def test_two_overlapping_runs_corrupt_nothing(scenario_factory, clean_run, request) -> None:
+def test_overlapping_cron_runs_on_one_machine_run_once(scenario_factory, clean_run, request) -> None:
+    """The same command started twice: Luigi's process lock makes the second exit 10 (already running)."""
     clean, _ = clean_run
     scenario = scenario_factory(request)
-    command = luigi_command("UpdatePopular", "--local-scheduler", "--date", RUN_DATE)
-    first, second = (
-        subprocess.Popen(
-            command, cwd=PROJECT, env=scenario.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        for _ in range(2)
-    )
-    outputs = [p.communicate(timeout=600)[1] for p in (first, second)]
-    assert [first.returncode, second.returncode] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    runs = [start_dag(scenario) for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[1] for run in runs]
+    assert sorted(run.returncode for run in runs) == [0, 10], "\n".join(o[-2000:] for o in outputs)
+    assert_same_state(snapshot(scenario), clean)
+
+
+def test_two_runs_at_once_without_the_lock_corrupt_nothing(scenario_factory, clean_run, request) -> None:
+    """Two machines (no shared lock) run the whole DAG at the same time against the same stores."""
+    clean, _ = clean_run
+    scenario = scenario_factory(request)
+    runs = [start_dag(scenario, "--no-lock") for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert_same_state(snapshot(scenario), clean)
