@@ -32,6 +32,7 @@ from pathlib import Path
 import luigi
 import pymongo
 import pytest
+from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from mlrec_luigi import embedding, mongo, settings
 from mlrec_luigi.tasks import base
@@ -259,6 +260,29 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
     reset_process_state()
     yield configure
     reset_process_state()
+
+
+def build(*tasks: luigi.Task) -> dict[str, set]:
+    """Run ``tasks`` with a local scheduler; fail unless every task succeeded.
+
+    ``luigi.build`` returns True whenever scheduling worked, failed tasks or not: the
+    detailed status is what tells.
+    """
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    assert result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY), result.summary_text
+    return _summary_dict(result.worker)
+
+
+def build_fails(*tasks: luigi.Task) -> dict[str, set]:
+    """Run ``tasks`` with a local scheduler; fail unless some task failed."""
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    assert result.status in (LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED), result.summary_text
+    return _summary_dict(result.worker)
+
+
+def families(tasks: set) -> list[str]:
+    """The sorted task families of a summary set."""
+    return sorted(task.task_family for task in tasks)
 
 
 def luigi_command(*args: str) -> list[str]:

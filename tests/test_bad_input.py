@@ -18,7 +18,7 @@ import redis
 from mlrec_luigi import DownloadMovieLens, LoadInteractions, UpdatePopular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, free_port, run_luigi
+from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, build, free_port, run_luigi
 from tests.support.zips import RATINGS, small_zip
 
 
@@ -124,7 +124,7 @@ def test_bad_ratings_rows_fail_the_load_naming_rows_and_publish_nothing(wire_env
 
 def test_tolerated_bad_rows_are_counted(wire_env, tmp_path: Path) -> None:
     bucket = wire_env(small_zip(tmp_path / "x.zip", ratings_csv=BAD_RATINGS), INTERACTIONS_MAX_REJECTED_ROWS="3")
-    assert luigi.build([LoadInteractions()], local_scheduler=True)
+    build(LoadInteractions())
     marker = bucket.read_json("datasets/ml/markers/load_interactions.json")
     assert (marker["rows"], marker["inserted"], marker["rejected"]) == (7, 4, 3)
     assert len(marker["rejected_examples"]) == 3
@@ -138,7 +138,7 @@ def test_ratings_of_unknown_movies_are_skipped_then_fatal_over_the_limit(wire_en
     assert "1 of 5 ratings in ratings.csv name a movieId missing from movies.csv (20.00%)" in errors
     assert "INTERACTIONS_MAX_UNKNOWN_FRACTION=0.01" in errors
     bucket = wire_env(zip_path, INTERACTIONS_MAX_UNKNOWN_FRACTION="0.5")
-    assert luigi.build([LoadInteractions()], local_scheduler=True)
+    build(LoadInteractions())
     marker = bucket.read_json("datasets/ml/markers/load_interactions.json")
     # The failed run's rows were written but not published (no marker); the rerun adds no duplicate.
     assert (marker["stored"], marker["already_present"], marker["skipped_unknown_movie"]) == (4, 4, 1)

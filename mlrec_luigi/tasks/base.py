@@ -78,7 +78,8 @@ class PipelineTask(luigi.Task):
         return self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
 
     def read_movies(self) -> pd.DataFrame:
-        return _read_movies(self.local_zip(), self.settings.max_member_bytes)
+        # Keyed by content: a local bucket replaces a zip in place, under the same path.
+        return _read_movies(self.local_zip(), self.current_source_md5(), self.settings.max_member_bytes)
 
     def on_failure(self, exception: BaseException) -> str:
         """The explanation the scheduler shows, with secrets removed."""
@@ -102,7 +103,7 @@ class MongoStage(PipelineTask):
 
 
 @functools.lru_cache(maxsize=2)
-def _read_movies(zip_path: Path, max_member_bytes: int) -> pd.DataFrame:
+def _read_movies(zip_path: Path, md5: str | None, max_member_bytes: int) -> pd.DataFrame:
     return movielens.read_movies(zip_path, max_member_bytes)
 
 

@@ -13,19 +13,17 @@ import json
 import zipfile
 from collections.abc import Callable
 
-import luigi
 import numpy as np
 import pandas as pd
 import pytest
 import redis
 from bson import ObjectId
-from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from mlrec_luigi import UpdatePopular, mongo
 from mlrec_luigi.popularity import end_of_day
 from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
 from mlrec_luigi.storage import open_bucket
-from tests.conftest import MOVIELENS_ZIP
+from tests.conftest import MOVIELENS_ZIP, build, families
 
 RUN_DATE = dt.date(2026, 11, 24)
 EARLIER_DATE = dt.date(2018, 6, 30)
@@ -44,17 +42,6 @@ def expected_popular(
     counts["hex"] = counts["movieId"].map(lambda m: id_map[str(m)])
     ranked = counts.sort_values(["count", "hex"], ascending=[False, True]).head(top_n)
     return ranked["hex"].tolist()
-
-
-def build(*tasks: luigi.Task) -> dict[str, set]:
-    """Run tasks with a local scheduler; fail on any failure; return the execution summary."""
-    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
-    assert result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY), result.summary_text
-    return _summary_dict(result.worker)
-
-
-def families(tasks: set) -> list[str]:
-    return sorted(task.task_family for task in tasks)
 
 
 @pytest.fixture

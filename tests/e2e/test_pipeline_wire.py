@@ -12,7 +12,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import luigi
 import pandas as pd
 import pymongo
 import pytest
@@ -21,7 +20,7 @@ from bson import ObjectId
 from mlrec_luigi import UpdatePopular, cache
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import MOVIELENS_ZIP
+from tests.conftest import MOVIELENS_ZIP, build
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS = 120, 1500
@@ -43,7 +42,7 @@ def test_pipeline_over_the_wire_protocol(
         REDIS_URL=redis_url,
         EMBEDDING_CHUNK_SIZE="50",
     )
-    assert luigi.build([UpdatePopular(date=dt.date(2026, 11, 24))], local_scheduler=True)
+    build(UpdatePopular(date=dt.date(2026, 11, 24)))
 
     client = pymongo.MongoClient(uri, tz_aware=True)
     db = client[database]
@@ -75,7 +74,7 @@ def test_pipeline_over_the_wire_protocol(
     for marker in ("load_movies.json", "load_interactions.json", "popular/2026-11-24.json"):
         bucket.delete(f"datasets/ml-slice/markers/{marker}")
     ids_before = {m: d["_id"] for m, d in movies.items()}
-    assert luigi.build([UpdatePopular(date=dt.date(2026, 11, 24))], local_scheduler=True)
+    build(UpdatePopular(date=dt.date(2026, 11, 24)))
     assert {d["movieId_ml"]: d["_id"] for d in db.movies.find({}, {"movieId_ml": 1})} == ids_before
     assert db.interactions.count_documents({}) == RATINGS
     assert bucket.read_json("datasets/ml-slice/markers/load_interactions.json")["already_present"] == RATINGS
