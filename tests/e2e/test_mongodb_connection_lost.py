@@ -1,0 +1,118 @@
+"""MongoDB goes away in the middle of LoadInteractions: the task fails, the rerun completes.
+
+A dedicated mongoeco server with an SQLite file (so its data survives a restart) is killed
+while a real `luigi` process is loading interactions, then restarted on the same file.
+Skipped when MLREC_TEST_MONGODB_URI is set: a shared real server is not ours to kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from tests.conftest import (
+    MONGOECO_PYTHON,
+    MOVIELENS_ZIP,
+    PROJECT,
+    REAL_MONGODB_URI,
+    free_port,
+    luigi_command,
+    run_luigi,
+    wait_until,
+)
+from tests.support.zips import real_slice
+
+MOVIES, RATINGS = 60, 600
+
+pytestmark = pytest.mark.skipif(REAL_MONGODB_URI is not None, reason="needs a MongoDB server it may kill")
+
+
+class Server:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?serverSelectionTimeoutMS=3000&socketTimeoutMS=60000"
+
+    def start(self) -> None:
+        address = self.folder / "address"
+        address.unlink(missing_ok=True)
+        command = [
+            str(MONGOECO_PYTHON),
+            str(PROJECT / "tests/support/mongoeco_server.py"),
+            str(address),
+            str(self.folder / "data.sqlite"),
+            str(self.port),
+        ]
+        with open(self.folder / "server.log", "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(address.exists, "mongoeco")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path)
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()
+
+
+def test_connection_lost_mid_load_then_rerun_completes_without_duplicates(server: Server, tmp_path: Path) -> None:
+    zip_path = real_slice(MOVIELENS_ZIP, tmp_path / "ml.zip", MOVIES, RATINGS)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
+        "MLREC_ENV_FILE": str(tmp_path / "no.env"),
+        "MOVIELENS_URL": zip_path.as_uri(),
+        "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MONGODB_URI": server.uri,
+        "MONGODB_DATABASE": "mlrec",
+        "INTERACTIONS_CHUNK_ROWS": "50",
+        "HF_HUB_OFFLINE": "1",
+    }
+    process = subprocess.Popen(
+        luigi_command("LoadInteractions", "--local-scheduler"),
+        cwd=PROJECT,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"task": "LoadInteractions"' not in line and "running   LoadInteractions(" in line:
+            break
+    time.sleep(1.5)  # let some chunks land
+    server.kill()
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 30, rest[-3000:]  # [retcode] task_failed
+    assert "task failed" in rest and "LoadInteractions" in rest
+    assert not (tmp_path / "bucket/datasets/ml/markers/load_interactions.json").exists()
+
+    server.start()
+    with pymongo.MongoClient(server.uri) as client:
+        written_before = client.mlrec.interactions.count_documents({})
+    assert 0 < written_before < RATINGS  # killed mid-load
+    rerun = run_luigi("LoadInteractions", "--local-scheduler", env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    with pymongo.MongoClient(server.uri) as client:
+        interactions = client.mlrec.interactions
+        assert interactions.count_documents({}) == RATINGS
+        keys = {(d["userId"], d["movieId"], d["timestamp"]) for d in interactions.find()}
+        assert len(keys) == RATINGS
