@@ -32,6 +32,9 @@ from mlrec_luigi.storage import Bucket, open_bucket
 
 logger = logging.getLogger("mlrec_luigi")
 
+# What this worker process ran, for the run manifest (see report.py).
+tasks_run: list[dict[str, Any]] = []
+
 
 class PipelineTask(luigi.Task):
     """A stage of the pipeline. ``run()`` fills ``self.counts``; a summary is logged at the end."""
@@ -116,14 +119,15 @@ def _on_start(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     started = getattr(task, "_started_at", time.monotonic())
-    log_event(
-        logger,
-        "task finished",
-        task=task.task_family,
-        task_id=task.task_id,
-        counts=getattr(task, "counts", {}),
-        duration_s=round(time.monotonic() - started, 3),
-    )
+    summary = {
+        "task": task.task_family,
+        "task_id": task.task_id,
+        "params": task.to_str_params(only_significant=True),
+        "counts": getattr(task, "counts", {}),
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    tasks_run.append(summary)
+    log_event(logger, "task finished", **{k: v for k, v in summary.items() if k != "params"})
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)

@@ -59,10 +59,15 @@ class EmbeddingChunk(PipelineTask):
 
 
 class Embeddings(PipelineTask):
-    """All chunks of the current zip and model, recorded in a manifest written last."""
+    """All chunks of the current zip and model, recorded in a manifest written last.
 
-    def requires(self) -> DownloadMovieLens:
-        return DownloadMovieLens()
+    When the zip is already in the bucket the chunks are static requirements, so every
+    worker sharing a central scheduler can take some; on a fresh bucket they are yielded
+    as dynamic requirements once the download is done.
+    """
+
+    def requires(self) -> list[luigi.Task]:
+        return [DownloadMovieLens(), *self.chunks()]
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(
@@ -75,18 +80,22 @@ class Embeddings(PipelineTask):
             },
         )
 
-    def run(self) -> Iterator[list[EmbeddingChunk]]:
+    def chunks(self) -> list[EmbeddingChunk]:
+        """One task per chunk of the zip in the bucket (none while it is missing)."""
         md5 = self.current_source_md5()
         if md5 is None:
-            raise FileNotFoundError(f"{self.bucket.uri(self.zip_key)} is missing")
-        movie_count = len(self.read_movies())
+            return []
         chunk_size = self.settings.embedding_chunk_size
-        chunks = [
-            EmbeddingChunk(source_md5=md5, model_name=self.settings.hf_model_name, chunk_size=chunk_size, index=i)
-            for i in range(len(embedding.chunk_bounds(movie_count, chunk_size)))
-        ]
-        yield chunks
+        count = len(embedding.chunk_bounds(len(self.read_movies()), chunk_size))
+        model = self.settings.hf_model_name
+        return [EmbeddingChunk(source_md5=md5, model_name=model, chunk_size=chunk_size, index=i) for i in range(count)]
+
+    def run(self) -> Iterator[list[EmbeddingChunk]]:
+        md5 = self.current_source_md5()
+        chunks = self.chunks()
+        yield chunks  # already complete when they were static requirements
         if self.current_source_md5() != md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were embedded")
+        movie_count = len(self.read_movies())
         self.output().write({"movies": movie_count, "chunks": [chunk.chunk_key() for chunk in chunks]})
         self.counts = {"movies": movie_count, "chunks": len(chunks)}

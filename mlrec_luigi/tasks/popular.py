@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 import luigi
 
-from mlrec_luigi import cache
+from mlrec_luigi import cache, report
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import MongoStage
+from mlrec_luigi.tasks.base import MongoStage, tasks_run
+from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.interactions import LoadInteractions
+from mlrec_luigi.tasks.movies import LoadMovies
 
 logger = logging.getLogger("mlrec_luigi")
 
@@ -75,14 +78,43 @@ class UpdatePopular(MongoStage):
             published = "published"
         window = popular.window
         self.counts = {"movies": len(popular.movie_ids), "ratings_counted": sum(popular.counts), "redis": published}
-        self.output().write(
-            {
-                **self.counts,
-                "date": self.date.isoformat(),
-                "key": POPULAR_REDIS_KEY,
-                "window_start": window.start.isoformat() if window else None,
-                "window_end": window.end.isoformat() if window else None,
-                "movie_ids": popular.movie_ids,
-                "counts": popular.counts,
-            }
+        result = {
+            **self.counts,
+            "date": self.date.isoformat(),
+            "key": POPULAR_REDIS_KEY,
+            "window_start": window.start.isoformat() if window else None,
+            "window_end": window.end.isoformat() if window else None,
+            "movie_ids": popular.movie_ids,
+            "counts": popular.counts,
+        }
+        self.write_run_manifest(result)
+        self.output().write(result)
+
+    def write_run_manifest(self, popular: dict[str, object]) -> None:
+        """The run report's manifest: every stage's marker and what this worker ran."""
+        stages = {
+            "embeddings": Embeddings().output().read(),
+            "load_movies": LoadMovies().output().read(),
+            "load_interactions": {
+                k: v for k, v in (LoadInteractions().output().read() or {}).items() if k != "rejected_examples"
+            },
+            "popular": popular,
+        }
+        manifest = report.build_manifest(
+            date=self.date,
+            source={"uri": self.bucket.uri(self.zip_key), "md5": self.current_source_md5()},
+            model=self.settings.hf_model_name,
+            stages=stages,
+            tasks=[
+                *tasks_run,
+                {
+                    "task": self.task_family,
+                    "task_id": self.task_id,
+                    "counts": self.counts,
+                    "duration_s": round(time.monotonic() - self._started_at, 3),
+                },
+            ],
         )
+        name = f"{manifest['finished'].replace(':', '')}-{self.date.isoformat()}.json"
+        self.bucket.write_json(self.derived_key("runs", name), manifest)
+        self.bucket.write_json(self.derived_key("runs", "latest.json"), manifest)

@@ -1,0 +1,150 @@
+"""Operating the pipeline: scripted luigid with task history, two workers, cron, the run report.
+
+Everything runs the way an operator runs it: `scripts/luigid.sh`, the `luigi` command,
+the crontab line (`flock … scripts/run-pipeline.sh`), `python -m mlrec_luigi.report`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+
+from tests.conftest import MOVIELENS_ZIP, PROJECT, background, free_port, luigi_command, run_luigi, wait_until
+from tests.e2e.test_scheduler_and_secrets import scheduler_api
+from tests.support.zips import real_slice
+
+MOVIES, RATINGS, CHUNK = 120, 1500, 20
+
+
+def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: str) -> dict[str, str]:
+    uri, database = mongo
+    zip_path = real_slice(MOVIELENS_ZIP, tmp_path / "ml-ops.zip", MOVIES, RATINGS)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
+        "MLREC_ENV_FILE": str(tmp_path / "no.env"),
+        "MOVIELENS_URL": zip_path.as_uri(),
+        "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": database,
+        "REDIS_URL": redis_url,
+        "EMBEDDING_CHUNK_SIZE": str(CHUNK),
+        "INTERACTIONS_CHUNK_ROWS": "500",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
+
+
+def finished_tasks(stderr: str) -> list[dict]:
+    events = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "task finished":
+            events.append(event)
+    return events
+
+
+def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recorded(
+    tmp_path: Path, wire_mongo, redis_url, gcs_emulator, gcs_bucket, monkeypatch
+) -> None:
+    port = free_port()
+    folder = tmp_path / "luigid"
+    monkeypatch.setenv("LUIGID_PORT", str(port))
+    monkeypatch.setenv("LUIGID_DIR", str(folder))
+    with background(["bash", str(PROJECT / "scripts/luigid.sh")], tmp_path / "luigid.out"):
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: scheduler_api(url, "task_list") is not None, "luigid", timeout_s=120)
+        env = base_env(tmp_path, wire_mongo, redis_url, GCS_BUCKET_NAME=gcs_bucket, STORAGE_EMULATOR_HOST=gcs_emulator)
+        assert run_luigi("DownloadMovieLens", "--local-scheduler", env=env).returncode == 0
+        # Two machines run the same DAG against one scheduler; each takes the chunks the other has not.
+        command = luigi_command(
+            "UpdatePopular",
+            "--date",
+            "2026-11-24",
+            "--scheduler-host",
+            "127.0.0.1",
+            "--scheduler-port",
+            str(port),
+            "--worker-keep-alive",
+            "--worker-wait-interval",
+            "0.2",
+            "--no-lock",
+        )
+        runs = [
+            subprocess.Popen(
+                command, cwd=PROJECT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            )
+            for _ in range(2)
+        ]
+        first_log, second_log = (run.communicate(timeout=600)[1] for run in runs)
+        # A worker whose tasks another worker ran exits 10 or 25 (Luigi's summary says "run by another
+        # worker" / "not granted run permission"); the scheduler is what says the DAG is done.
+        assert {run.returncode for run in runs} <= {0, 10, 25}, first_log[-2000:] + second_log[-2000:]
+        ran = finished_tasks(first_log) + finished_tasks(second_log)
+        per_task = collections.Counter(event["task_id"] for event in ran)
+        assert all(count == 1 for count in per_task.values()), per_task
+        assert len([event for event in ran if event["task"] == "EmbeddingChunk"]) == MOVIES // CHUNK
+        assert finished_tasks(first_log) and finished_tasks(second_log)  # both machines worked
+        done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
+        assert len(done) == MOVIES // CHUNK + 5
+
+    # luigid recorded the task history in SQLite.
+    with sqlite3.connect(folder / "task-history.sqlite") as history:
+        names = {row[0] for row in history.execute("SELECT name FROM tasks")}
+        events = {row[0] for row in history.execute("SELECT event_name FROM task_events")}
+    assert {"DownloadMovieLens", "EmbeddingChunk", "LoadMovies", "LoadInteractions", "UpdatePopular"} <= names
+    assert "DONE" in events and "RUNNING" in events
+
+
+def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redis_url) -> None:
+    env = base_env(tmp_path, wire_mongo, redis_url)
+    lock = tmp_path / "pipeline.lock"
+
+    def cron(date: str) -> subprocess.CompletedProcess[str]:
+        line = f"flock -n {lock} bash scripts/run-pipeline.sh --date {date}"
+        return subprocess.run(["bash", "-c", line], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+
+    first = cron("2026-11-23")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert {e["task"] for e in finished_tasks(first.stderr)} == {
+        "DownloadMovieLens",
+        "EmbeddingChunk",
+        "Embeddings",
+        "LoadMovies",
+        "LoadInteractions",
+        "UpdatePopular",
+    }
+    second = cron("2026-11-24")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [e["task"] for e in finished_tasks(second.stderr)] == ["UpdatePopular"]
+
+    # The report: a human summary of the last run, and a chart.
+    png = tmp_path / "report.png"
+    report = subprocess.run(
+        [sys.executable, "-m", "mlrec_luigi.report", "--png", str(png)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "for date 2026-11-24" in report.stdout
+    assert f"movies  {MOVIES} (inserted {MOVIES}, updated 0, unchanged 0)" in report.stdout
+    assert f"ratings {RATINGS} read" in report.stdout
+    assert "UpdatePopular" in report.stdout and "redis: published" in report.stdout
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] >= 900 and image.shape[1] >= 1000
+    assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 10  # not a blank canvas
+    print(report.stdout)
