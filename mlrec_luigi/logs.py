@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 from typing import Any
 
 from mlrec_luigi.settings import SettingsError, get_settings, redact
@@ -52,16 +53,42 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     logger.log(level, event, extra=fields)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """One readable line per event for a person at a terminal: time, level, event, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return scrub(line)
+
+
+def interactive() -> bool:
+    """Whether a person watches stderr (a terminal), rather than cron or a log collector."""
+    return sys.stderr.isatty()
+
+
+def terminal_progress(task: str, percent: int, message: str) -> None:
+    """Redraw one progress line on the terminal (interactive runs only)."""
+    end = "\n" if percent >= 100 else ""
+    sys.stderr.write(f"\r[{task}] {percent:3d}% {scrub(message)}\033[K{end}")
+    sys.stderr.flush()
+
+
 class _PipelineHandler(logging.StreamHandler):
     """The stderr handler this module installs (marked so it is installed once)."""
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send every log record, Luigi's included, to stderr as JSON lines (idempotent)."""
+    """Send every log record, Luigi's included, to stderr (idempotent).
+
+    JSON lines, one event each; readable lines with a progress bar when stderr is a terminal.
+    """
     root = logging.getLogger()
     if not any(isinstance(handler, _PipelineHandler) for handler in root.handlers):
         handler = _PipelineHandler()
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(ConsoleFormatter() if interactive() else JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("urllib3", "google", "filelock", "httpx", "sentence_transformers", "transformers"):

@@ -105,3 +105,13 @@ def test_log_lines_redact_uris(caplog: pytest.LogCaptureFixture) -> None:
         log_event(logger, "connecting", uri="mongodb://app:topsecret@db:27017")
     line = JsonFormatter().format(caplog.records[0])
     assert "topsecret" not in line and "app:***@db" in line
+
+
+def test_console_formatter_for_terminals_is_readable_and_redacted() -> None:
+    from mlrec_luigi.logs import ConsoleFormatter
+
+    record = logging.LogRecord("mlrec_luigi", logging.INFO, __file__, 1, "task finished", None, None)
+    record.task = "LoadMovies"
+    record.uri = "redis://:pw123@host:6379"
+    line = ConsoleFormatter().format(record)
+    assert "INFO    task finished task=LoadMovies uri=redis://:***@host:6379" in line

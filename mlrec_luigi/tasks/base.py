@@ -26,7 +26,7 @@ from pymongo.database import Database
 
 from mlrec_luigi import mongo, movielens
 from mlrec_luigi.embedding import model_slug
-from mlrec_luigi.logs import log_event, scrub
+from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, open_bucket
 
@@ -89,8 +89,12 @@ class PipelineTask(luigi.Task):
         return scrub(super().on_failure(exception))
 
     def progress(self, done: int, total: int, message: str) -> None:
+        """Report progress to the scheduler's dashboard, and to the terminal when there is one."""
+        percent = round(100 * done / total) if total else 100
         self.set_status_message(message)
-        self.set_progress_percentage(round(100 * done / total) if total else 100)
+        self.set_progress_percentage(percent)
+        if interactive():
+            terminal_progress(self.task_family, percent, message)
 
 
 class MongoStage(PipelineTask):

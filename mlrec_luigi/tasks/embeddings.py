@@ -52,9 +52,10 @@ class EmbeddingChunk(PipelineTask):
         model = embedding.load_model(
             self.model_name, settings.hf_device, settings.embedding_precision, settings.hf_hub_offline
         )
-        self.set_status_message(f"embedding movies {start}..{stop - 1}")
+        self.progress(0, len(rows), f"embedding movies {start}..{stop - 1}")
         vectors = embedding.encode(model, rows["text"].tolist(), self.settings.embedding_batch_size)
         self.bucket.write_bytes(self.chunk_key(), embedding.pack_chunk(rows["movieId"].tolist(), vectors))
+        self.progress(len(rows), len(rows), f"embedded movies {start}..{stop - 1}")
         self.counts = {"movies": len(rows), "first_row": start, "dimension": int(vectors.shape[1])}
 
 
