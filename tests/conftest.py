@@ -36,6 +36,7 @@ from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
 from mlrec_luigi import embedding, mongo, settings
 from mlrec_luigi.tasks import base
+from tests.support.env import redis_command
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data" / "movielens"
@@ -129,19 +130,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("redis-server is not installed: run .ci/run or `apt-get install redis-server`")
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    command = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(folder),
-    ]
+    command = redis_command(port, folder)
     with background(command, folder / "redis.log"):
         import redis
 
@@ -283,6 +272,13 @@ def build_fails(*tasks: luigi.Task) -> dict[str, set]:
 def families(tasks: set) -> list[str]:
     """The sorted task families of a summary set."""
     return sorted(task.task_family for task in tasks)
+
+
+def scheduled_dag_command(port: int, *extra: str) -> list[str]:
+    """The DAG for 2026-11-24 against the luigid on loopback ``port``."""
+    return luigi_command(
+        "UpdatePopular", "--date", "2026-11-24", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port), *extra
+    )
 
 
 def luigi_command(*args: str) -> list[str]:

@@ -9,6 +9,7 @@ another model means new chunks, never stale ones. ``--workers N`` embeds N chunk
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import luigi
@@ -68,7 +69,12 @@ class Embeddings(PipelineTask):
     """
 
     def requires(self) -> list[luigi.Task]:
-        return [DownloadMovieLens(), *self.chunks()]
+        return [DownloadMovieLens(), *self.planned_chunks]
+
+    @functools.cached_property
+    def planned_chunks(self) -> list[EmbeddingChunk]:
+        """The chunks known when the task was first scheduled: fixed, since Luigi checks them again before run()."""
+        return self.chunks()
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(
@@ -94,7 +100,7 @@ class Embeddings(PipelineTask):
     def run(self) -> Iterator[list[EmbeddingChunk]]:
         md5 = self.current_source_md5()
         chunks = self.chunks()
-        yield chunks  # already complete when they were static requirements
+        yield chunks  # already complete when they were planned as static requirements
         if self.current_source_md5() != md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were embedded")
         movie_count = len(self.read_movies())

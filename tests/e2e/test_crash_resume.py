@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import random
 import re
 import signal
@@ -38,6 +37,7 @@ from mlrec_luigi.embedding import unpack_chunk
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import GCSBucket
 from tests.conftest import MOVIELENS_ZIP, PROJECT, REAL_MONGODB_URI, luigi_command, run_luigi
+from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK = 120, 1500, 20
@@ -94,20 +94,17 @@ def scenario_factory(slow_zip_url: str, gcs_emulator: str, redis_server: str, tm
         database = f"mlrec_crash_{uuid.uuid4().hex[:10]}"
         created.append((uri, database))
         folder = tmp_path_factory.mktemp("crash")
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
-            "MLREC_ENV_FILE": str(folder / "no.env"),
-            "MOVIELENS_URL": slow_zip_url,
-            "GCS_BUCKET_NAME": name,
-            "STORAGE_EMULATOR_HOST": gcs_emulator,
-            "CACHE_DIR": str(folder / "cache"),
-            "MONGODB_URI": uri,
-            "MONGODB_DATABASE": database,
-            "REDIS_URL": redis_server,
-            "EMBEDDING_CHUNK_SIZE": str(CHUNK),
-            "INTERACTIONS_CHUNK_ROWS": "300",
-            "HF_HUB_OFFLINE": "1",
-        }
+        env = subprocess_env(
+            folder,
+            MOVIELENS_URL=slow_zip_url,
+            GCS_BUCKET_NAME=name,
+            STORAGE_EMULATOR_HOST=gcs_emulator,
+            MONGODB_URI=uri,
+            MONGODB_DATABASE=database,
+            REDIS_URL=redis_server,
+            EMBEDDING_CHUNK_SIZE=str(CHUNK),
+            INTERACTIONS_CHUNK_ROWS="300",
+        )
         redis.Redis.from_url(redis_server).flushdb()
         return Scenario(env, GCSBucket(name, gcs_emulator), uri, database)
 

@@ -7,7 +7,6 @@ Skipped when MLREC_TEST_MONGODB_URI is set: a shared real server is not ours to 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -27,6 +26,7 @@ from tests.conftest import (
     run_luigi,
     wait_until,
 )
+from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS = 60, 600
@@ -75,17 +75,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 def test_connection_lost_mid_load_then_rerun_completes_without_duplicates(server: Server, tmp_path: Path) -> None:
     zip_path = real_slice(MOVIELENS_ZIP, tmp_path / "ml.zip", MOVIES, RATINGS)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
-        "MLREC_ENV_FILE": str(tmp_path / "no.env"),
-        "MOVIELENS_URL": zip_path.as_uri(),
-        "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
-        "CACHE_DIR": str(tmp_path / "cache"),
-        "MONGODB_URI": server.uri,
-        "MONGODB_DATABASE": "mlrec",
-        "INTERACTIONS_CHUNK_ROWS": "50",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = subprocess_env(
+        tmp_path,
+        MOVIELENS_URL=zip_path.as_uri(),
+        MONGODB_URI=server.uri,
+        MONGODB_DATABASE="mlrec",
+        INTERACTIONS_CHUNK_ROWS="50",
+    )
     process = subprocess.Popen(
         luigi_command("LoadInteractions", "--local-scheduler"),
         cwd=PROJECT,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 
-from tests.conftest import MOVIELENS_ZIP, PROJECT, background, free_port, luigi_command, run_luigi, wait_until
+from tests.conftest import MOVIELENS_ZIP, PROJECT, background, free_port, run_luigi, scheduled_dag_command, wait_until
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
+from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK = 120, 1500, 20
@@ -27,20 +27,16 @@ MOVIES, RATINGS, CHUNK = 120, 1500, 20
 def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: str) -> dict[str, str]:
     uri, database = mongo
     zip_path = real_slice(MOVIELENS_ZIP, tmp_path / "ml-ops.zip", MOVIES, RATINGS)
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
-        "MLREC_ENV_FILE": str(tmp_path / "no.env"),
-        "MOVIELENS_URL": zip_path.as_uri(),
-        "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
-        "CACHE_DIR": str(tmp_path / "cache"),
-        "MONGODB_URI": uri,
-        "MONGODB_DATABASE": database,
-        "REDIS_URL": redis_url,
-        "EMBEDDING_CHUNK_SIZE": str(CHUNK),
-        "INTERACTIONS_CHUNK_ROWS": "500",
-        "HF_HUB_OFFLINE": "1",
+    return subprocess_env(
+        tmp_path,
+        MOVIELENS_URL=zip_path.as_uri(),
+        MONGODB_URI=uri,
+        MONGODB_DATABASE=database,
+        REDIS_URL=redis_url,
+        EMBEDDING_CHUNK_SIZE=str(CHUNK),
+        INTERACTIONS_CHUNK_ROWS="500",
         **extra,
-    }
+    )
 
 
 def finished_tasks(stderr: str) -> list[dict]:
@@ -68,19 +64,7 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         env = base_env(tmp_path, wire_mongo, redis_url, GCS_BUCKET_NAME=gcs_bucket, STORAGE_EMULATOR_HOST=gcs_emulator)
         assert run_luigi("DownloadMovieLens", "--local-scheduler", env=env).returncode == 0
         # Two machines run the same DAG against one scheduler; each takes the chunks the other has not.
-        command = luigi_command(
-            "UpdatePopular",
-            "--date",
-            "2026-11-24",
-            "--scheduler-host",
-            "127.0.0.1",
-            "--scheduler-port",
-            str(port),
-            "--worker-keep-alive",
-            "--worker-wait-interval",
-            "0.2",
-            "--no-lock",
-        )
+        command = scheduled_dag_command(port, "--worker-keep-alive", "--worker-wait-interval", "0.2", "--no-lock")
         runs = [
             subprocess.Popen(
                 command, cwd=PROJECT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import threading
 import urllib.parse
@@ -21,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT, background, free_port, luigi_command, wait_until
+from tests.conftest import PROJECT, background, free_port, luigi_command, scheduled_dag_command, wait_until
+from tests.support.env import redis_command, subprocess_env
 from tests.support.zips import real_slice
 
 MONGO_PASSWORD = "m0ngo-S3cret-pw"
@@ -58,21 +58,7 @@ def scheduler_api(url: str, method: str, **data: Any) -> Any:
 @pytest.fixture
 def protected_redis(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    command = [
-        shutil.which("redis-server") or "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--requirepass",
-        REDIS_PASSWORD,
-        "--dir",
-        str(tmp_path),
-    ]
+    command = redis_command(port, tmp_path, "--requirepass", REDIS_PASSWORD)
     with background(command, tmp_path / "redis.log"):
         import redis
 
@@ -82,22 +68,16 @@ def protected_redis(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def env(tmp_path: Path, protected_redis: str) -> dict[str, str]:
-    import os
-
     zip_path = real_slice(PROJECT.parent / "shared/data/movielens/ml-latest-small.zip", tmp_path / "ml.zip", 60, 600)
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB", "REDIS", "GCS", "MOVIELENS"))},
-        "MLREC_ENV_FILE": str(tmp_path / "no.env"),
-        "MOVIELENS_URL": zip_path.as_uri(),
-        "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
-        "CACHE_DIR": str(tmp_path / "cache"),
+    return subprocess_env(
+        tmp_path,
+        MOVIELENS_URL=zip_path.as_uri(),
         # mongomock keeps the password only in the URI: the point is where that URI's text may surface.
-        "MONGODB_URI": f"mongomock://app:{MONGO_PASSWORD}@localhost/mlrec",
-        "REDIS_URL": protected_redis,
-        "EMBEDDING_CHUNK_SIZE": "20",
-        "INTERACTIONS_CHUNK_ROWS": "100",
-        "HF_HUB_OFFLINE": "1",
-    }
+        MONGODB_URI=f"mongomock://app:{MONGO_PASSWORD}@localhost/mlrec",
+        REDIS_URL=protected_redis,
+        EMBEDDING_CHUNK_SIZE="20",
+        INTERACTIONS_CHUNK_ROWS="100",
+    )
 
 
 def run_under_scheduler(url: str, env: dict[str, str], *extra: str) -> tuple[subprocess.CompletedProcess[str], list]:
@@ -115,16 +95,7 @@ def run_under_scheduler(url: str, env: dict[str, str], *extra: str) -> tuple[sub
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        command = luigi_command(
-            "UpdatePopular",
-            "--date",
-            "2026-11-24",
-            "--scheduler-host",
-            "127.0.0.1",
-            "--scheduler-port",
-            str(port),
-            *extra,
-        )
+        command = scheduled_dag_command(port, *extra)
         result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600, check=False)
     finally:
         done.set()
