@@ -81,7 +81,18 @@ def encode(model: SentenceTransformer, texts: Sequence[str], batch_size: int) ->
         normalize_embeddings=True,
         show_progress_bar=False,
     )
-    return np.asarray(vectors, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    # Normalize again in float32: a bf16 model normalizes at bf16 precision.
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def length_order(texts: Sequence[str]) -> np.ndarray:
+    """Positions of ``texts`` from shortest to longest (stable).
+
+    Chunks cut from this order hold texts of similar length, so each encode batch pads
+    little, as when the model sorts one big call by length itself.
+    """
+    return np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
 
 
 def chunk_bounds(count: int, chunk_size: int) -> list[tuple[int, int]]:

@@ -89,3 +89,7 @@ def test_a_local_model_folder_loads(model, tmp_path) -> None:
 def test_unknown_model_fails_with_the_setting_name() -> None:
     with pytest.raises(embedding.ModelError, match="HF_MODEL_NAME='nobody/no-such-model' cannot be loaded"):
         embedding.load_model("nobody/no-such-model", offline=True)
+
+
+def test_length_order_is_stable_shortest_first() -> None:
+    assert embedding.length_order(["ccc", "a", "bb", "d"]).tolist() == [1, 3, 2, 0]

@@ -25,7 +25,7 @@ class SourceChanged(RuntimeError):
 
 
 class EmbeddingChunk(PipelineTask):
-    """Embed movies ``[index * chunk_size, (index + 1) * chunk_size)`` of movies.csv."""
+    """Embed movies ``[index * chunk_size, (index + 1) * chunk_size)`` of movies.csv, ordered by text length."""
 
     source_md5 = luigi.Parameter()
     model_name = luigi.Parameter()
@@ -47,7 +47,7 @@ class EmbeddingChunk(PipelineTask):
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
         movies = self.read_movies()
         start, stop = self.index * self.chunk_size, min((self.index + 1) * self.chunk_size, len(movies))
-        rows = movies.iloc[start:stop]
+        rows = movies.iloc[embedding.length_order(movies["text"].tolist())[start:stop]]
         self.set_status_message(f"loading model {self.model_name}")
         settings = self.settings
         model = embedding.load_model(
