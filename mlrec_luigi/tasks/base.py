@@ -9,6 +9,7 @@ The bucket layout (``<p>`` is ``GCS_DATASET_PATH``, ``<ds>`` the zip's name with
     <p>/<ds>/markers/load_movies.json                   (LoadMovies)
     <p>/<ds>/markers/load_interactions.json             (LoadInteractions)
     <p>/<ds>/markers/popular/<date>.json                (UpdatePopular)
+    <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json   the run manifest (UpdatePopular)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import time
 
 import luigi
 
-from mlrec_luigi import cache, report
+from mlrec_luigi import cache
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
@@ -92,6 +92,9 @@ class UpdatePopular(MongoStage):
 
     def write_run_manifest(self, popular: dict[str, object]) -> None:
         """The run report's manifest: every stage's marker and what this worker ran."""
+        # Imported here so that `python -m mlrec_luigi.report` runs a module not yet imported.
+        from mlrec_luigi import report
+
         stages = {
             "embeddings": Embeddings().output().read(),
             "load_movies": LoadMovies().output().read(),
