@@ -1,38 +1,48 @@
-"""Peak RSS of the interactions load path for one zip (run as its own process by run_all.py).
+"""Peak RSS of loading interactions, the real Luigi stage in one process (run by run_all.py).
 
-    .venv/bin/python benchmarks/load_rss.py var/bench/ml-synth-10000000.zip
+    .venv/bin/python benchmarks/load_rss.py var/bench/ml-synth-10000000.zip mongodb://127.0.0.1:PORT/
 
-Streams ratings.csv in chunks, validates, builds the interaction documents and hands them to
-a sink that counts and drops them, so the figure is the pipeline's own memory, not a database's.
+Runs LoadInteractions (PrepareRatings, every InteractionsChunk, the marker) with one worker
+against the given server (run_all.py gives the null wire server, so the figure is the
+pipeline's own memory, not a database's) and prints the process's peak RSS as JSON.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
 from pathlib import Path
 
-from bson import ObjectId
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from mlrec_luigi import documents, movielens
-
-CHUNK_ROWS = 100_000
+from benchmarks.support import WORK, build, interactions_bucket, pipeline_env, print_json  # noqa: E402
 
 
-def main(zip_path: Path) -> None:
-    movies = movielens.read_movies(zip_path, 10**10)
-    id_map = {m: str(ObjectId()) for m in movies["movieId"].tolist()}
-    started, rows = time.perf_counter(), 0
-    for chunk in movielens.iter_ratings(zip_path, CHUNK_ROWS, 10**10):
-        docs, _ = documents.interaction_documents(chunk.frame, id_map)
-        rows += len(chunk.frame)
-        del docs
+def main(zip_path: Path, mongodb_uri: str) -> None:
+    from mlrec_luigi import LoadInteractions
+    from mlrec_luigi.logs import configure_logging
+    from mlrec_luigi.settings import get_settings
+    from mlrec_luigi.storage import open_bucket
+
+    configure_logging("WARNING")
+    pipeline_env(**interactions_bucket(zip_path, WORK / "rss-bucket", mongodb_uri, 250_000))
+    started = time.perf_counter()
+    build(LoadInteractions())
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"ratings": rows, "peak_rss_mb": peak_mb, "seconds": seconds, "rows_per_s": rows / seconds}))
+    marker = open_bucket(get_settings()).read_json(f"datasets/{zip_path.stem}/markers/load_interactions.json")
+    print_json(
+        {
+            "ratings": marker["rows"],
+            "inserted": marker["inserted"],
+            "chunks": marker["chunks"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seconds": seconds,
+            "rows_per_s": marker["rows"] / seconds,
+        }
+    )
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

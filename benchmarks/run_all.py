@@ -9,6 +9,7 @@ unless MLREC_BENCH_MONGODB_URI names a real MongoDB; the report says which.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,11 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import synthetic  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    WORK,
+    build,
+    forget_loaded_chunks,
+    interactions_bucket,
+    null_mongo,
+    pipeline_env,
+)
 from tests.support.env import subprocess_env  # noqa: E402
 from tests.support.zips import real_slice  # noqa: E402
 
 REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
-WORK = ROOT / "var/bench"
 BENCH_MONGODB_URI = os.environ.get("MLREC_BENCH_MONGODB_URI")
 
 
@@ -46,29 +54,6 @@ def median_seconds(function: Callable[[], Any], repeats: int) -> tuple[float, li
         function()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
-
-
-def pipeline_env(**values: str) -> None:
-    """Point the pipeline's settings at ``values`` for this process."""
-    from mlrec_luigi import mongo, settings
-    from mlrec_luigi.tasks import base
-
-    os.environ.update({"MLREC_ENV_FILE": str(WORK / "no.env"), "HF_HUB_OFFLINE": "1", **values})
-    settings.get_settings.cache_clear()
-    mongo.connect.cache_clear()
-    base._read_movies.cache_clear()
-    import luigi
-
-    luigi.task_register.Register.clear_instance_cache()
-
-
-def build(*tasks: Any) -> None:
-    import luigi
-    from luigi.execution_summary import LuigiStatusCode
-
-    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
-    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        raise RuntimeError(result.summary_text)
 
 
 # --- 1. embeddings ------------------------------------------------------------------------
@@ -144,47 +129,61 @@ def bench_embeddings(repeats: int, movies: int = 2000, chunk: int = 500, batch: 
 # --- 2. interactions ----------------------------------------------------------------------
 
 
-def _collection(name: str) -> Any:
-    if BENCH_MONGODB_URI:
-        import pymongo
-
-        client = pymongo.MongoClient(BENCH_MONGODB_URI)
-        client.mlrec_bench.drop_collection(name)
-        return client.mlrec_bench[name]
-    import mongomock
-
-    return mongomock.MongoClient().db[name]
-
-
-def bench_interactions(repeats: int, ratings: int = 200_000, chunk_rows: int = 50_000) -> dict[str, Any]:
-    from mlrec_luigi import documents, mongo, movielens
-
+def _synthetic_zip(ratings: int) -> Path:
     zip_path = WORK / f"ml-synth-{ratings}.zip"
     if not zip_path.exists():
         synthetic.write_zip(zip_path, 0.01, ratings=ratings)
-    movie_ids = movielens.read_movies(zip_path, 10**10)["movieId"].tolist()
-    from bson import ObjectId
+    return zip_path
 
-    id_map = {m: str(ObjectId()) for m in movie_ids}
 
-    def ours(sink: Any) -> int:
-        written = 0
-        for chunk in movielens.iter_ratings(zip_path, chunk_rows, 10**10):
-            docs, _ = documents.interaction_documents(chunk.frame, id_map)
-            written += sink(docs)
-        return written
+def _fresh_collection(uri: str) -> Any:
+    """The benchmark's ``interactions`` collection, emptied."""
+    from mlrec_luigi import mongo
 
+    client = mongo.connect(uri)
+    client.mlrec_bench.drop_collection("interactions")
+    return client.mlrec_bench.interactions
+
+
+def bench_interactions_on(uri: str, server: str, ratings: int, repeats: int) -> dict[str, Any]:
+    """Our LoadInteractions stage against raw insert_many and the replaced iterrows loop, on one server."""
+    import bson
+    from bson.codec_options import CodecOptions
+
+    from mlrec_luigi import LoadInteractions, documents, movielens
+    from mlrec_luigi.storage import LocalBucket
+
+    zip_path = _synthetic_zip(ratings)
+    bucket = WORK / "interactions-bucket"
+    settings = interactions_bucket(zip_path, bucket, uri, 250_000)
+    id_map = {
+        int(m): h for m, h in LocalBucket(bucket).read_json(f"datasets/{zip_path.stem}/movie_id_map.json").items()
+    }
+
+    def ours() -> None:
+        shutil.rmtree(bucket / f"datasets/{zip_path.stem}/interactions", ignore_errors=True)
+        forget_loaded_chunks(bucket)
+        pipeline_env(**settings)
+        _fresh_collection(uri)
+        build(LoadInteractions())
+
+    counts = movielens.RatingsCounts()
+    parts = movielens.ratings_parts(zip_path, np.array(list(id_map)), 50_000, 10**10, 0, counts)
     prebuilt = [
-        doc
-        for chunk in movielens.iter_ratings(zip_path, chunk_rows, 10**10)
-        for doc in documents.interaction_documents(chunk.frame, id_map)[0]
+        bson.decode(raw.raw, CodecOptions(tz_aware=True))
+        for part in parts
+        for raw in documents.interaction_bson(part, documents.MovieIds(id_map))[0]
     ]
 
-    def raw(collection: Any) -> None:
-        for start in range(0, len(prebuilt), chunk_rows):
-            collection.insert_many([dict(d) for d in prebuilt[start : start + chunk_rows]], ordered=False)
+    def raw_insert_many() -> None:
+        pipeline_env(**settings)
+        collection = _fresh_collection(uri)
+        for start in range(0, len(prebuilt), 50_000):
+            collection.insert_many([dict(d) for d in prebuilt[start : start + 50_000]], ordered=False)
 
-    def replaced(sink: Any) -> None:
+    def replaced() -> None:
+        pipeline_env(**settings)
+        collection = _fresh_collection(uri)
         with zipfile.ZipFile(zip_path) as archive:
             frame = pd.read_csv(archive.open(f"{zip_path.stem}/ratings.csv"))
         batch: list[dict[str, Any]] = []
@@ -199,64 +198,126 @@ def bench_interactions(repeats: int, ratings: int = 200_000, chunk_rows: int = 5
                 }
             )
             if len(batch) == 5000:
-                sink(batch)
+                collection.insert_many(batch)
                 batch = []
         if batch:
-            sink(batch)
+            collection.insert_many(batch)
 
-    def into_db(function: Callable[[Any], Any], prepare: bool = False) -> Callable[[], None]:
-        def run() -> None:
-            collection = _collection("interactions")
-            if prepare:
-                function(collection)
-            else:
-                function(lambda docs: mongo.insert_new(collection, docs)[0] if docs else 0)
-
-        return run
-
-    def null_sink(docs: list[dict[str, Any]]) -> int:
-        return len(docs)
-
-    ours_db, ours_db_all = median_seconds(into_db(ours), repeats)
-    raw_db, raw_db_all = median_seconds(into_db(raw, prepare=True), repeats)
-    replaced_db, replaced_db_all = median_seconds(
-        into_db(lambda sink: replaced(lambda d: sink([dict(x) for x in d]))), 1
-    )
-    ours_cpu, ours_cpu_all = median_seconds(lambda: ours(null_sink), repeats)
-    replaced_cpu, replaced_cpu_all = median_seconds(lambda: replaced(null_sink), 1)
+    ours_s, ours_all = median_seconds(ours, repeats)
+    raw_s, raw_all = median_seconds(raw_insert_many, repeats)
+    replaced_s, replaced_all = median_seconds(replaced, repeats)
+    rows = len(prebuilt)
     return {
-        "server": "MongoDB at MLREC_BENCH_MONGODB_URI" if BENCH_MONGODB_URI else "mongomock 4.3 (in-process fake)",
-        "ratings": len(prebuilt),
-        "ours_db_rows_per_s": len(prebuilt) / ours_db,
-        "raw_insert_rows_per_s": len(prebuilt) / raw_db,
-        "replaced_db_rows_per_s": len(prebuilt) / replaced_db,
-        "ours_over_raw": raw_db / ours_db,
-        "ours_over_replaced_db": replaced_db / ours_db,
-        "ours_build_rows_per_s": len(prebuilt) / ours_cpu,
-        "replaced_build_rows_per_s": len(prebuilt) / replaced_cpu,
-        "ours_over_replaced_build": replaced_cpu / ours_cpu,
-        "runs": {
-            "ours_db": ours_db_all,
-            "raw_db": raw_db_all,
-            "replaced_db": replaced_db_all,
-            "ours_build": ours_cpu_all,
-            "replaced_build": replaced_cpu_all,
-        },
+        "server": server,
+        "ratings": rows,
+        "ours_rows_per_s": rows / ours_s,
+        "raw_insert_rows_per_s": rows / raw_s,
+        "replaced_rows_per_s": rows / replaced_s,
+        "ours_over_raw": raw_s / ours_s,
+        "ours_over_replaced": replaced_s / ours_s,
+        "runs": {"ours": ours_all, "raw": raw_all, "replaced": replaced_all},
+    }
+
+
+def bench_interactions(repeats: int) -> list[dict[str, Any]]:
+    if BENCH_MONGODB_URI:
+        return [bench_interactions_on(BENCH_MONGODB_URI, "MongoDB at MLREC_BENCH_MONGODB_URI", 1_000_000, repeats)]
+    with null_mongo() as uri:
+        wire = bench_interactions_on(uri, "null wire server (benchmarks/null_mongo.py)", 1_000_000, repeats)
+    mock = bench_interactions_on("mongomock://bench", "mongomock 4.3 (in-process fake)", 200_000, repeats)
+    return [wire, mock]
+
+
+def bench_workers(repeats: int, ratings: int = 2_000_000, chunk_rows: int = 250_000) -> dict[str, Any]:
+    """LoadInteractions' chunks with 2 Luigi workers against 1 (the ratings already split)."""
+    from mlrec_luigi import LoadInteractions, PrepareRatings
+
+    zip_path = _synthetic_zip(ratings)
+    bucket = WORK / "workers-bucket"
+    with contextlib.ExitStack() as stack:
+        uri = BENCH_MONGODB_URI or stack.enter_context(null_mongo())
+        settings = interactions_bucket(zip_path, bucket, uri, chunk_rows)
+        pipeline_env(**settings)
+        build(PrepareRatings())
+
+        def load(workers: int) -> Callable[[], None]:
+            def run() -> None:
+                forget_loaded_chunks(bucket)
+                pipeline_env(**settings)
+                _fresh_collection(uri)
+                build(LoadInteractions(), workers=workers)
+
+            return run
+
+        one_s, one_all = median_seconds(load(1), repeats)
+        two_s, two_all = median_seconds(load(2), repeats)
+    return {
+        "server": "MongoDB at MLREC_BENCH_MONGODB_URI" if BENCH_MONGODB_URI else "null wire server",
+        "ratings": ratings,
+        "chunks": -(-ratings // chunk_rows),
+        "one_worker_s": one_s,
+        "two_workers_s": two_s,
+        "speedup": one_s / two_s,
+        "runs": {"one": one_all, "two": two_all},
     }
 
 
 def bench_rss(counts: list[int]) -> list[dict[str, Any]]:
-    """Peak RSS of the interactions load path (parse, validate, build, hand to a sink), per ratings count."""
+    """Peak RSS of a process running LoadInteractions (null wire server), per ratings count."""
     results = []
-    for count in counts:
-        zip_path = WORK / f"ml-synth-{count}.zip"
-        if not zip_path.exists():
-            synthetic.write_zip(zip_path, 0.01, ratings=count)
-        script = ROOT / "benchmarks/load_rss.py"
-        output = subprocess.run(
-            [sys.executable, str(script), str(zip_path)], capture_output=True, text=True, check=True, cwd=ROOT
-        )
-        results.append(json.loads(output.stdout.strip().splitlines()[-1]))
+    with null_mongo() as uri:
+        for count in counts:
+            command = [sys.executable, str(ROOT / "benchmarks/load_rss.py"), str(_synthetic_zip(count)), uri]
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+            results.append(json.loads(output.stdout.strip().splitlines()[-1]))
+    return results
+
+
+# --- 5. download ---------------------------------------------------------------------------
+
+
+def _zip_of_size(megabytes: int) -> Path:
+    """A MovieLens-shaped zip padded with a stored member of random bytes to about ``megabytes`` MB."""
+    path = WORK / f"download-{megabytes}mb.zip"
+    if path.exists():
+        return path
+    base = _synthetic_zip(200_000)
+    rng = np.random.default_rng(megabytes)
+    with zipfile.ZipFile(base) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        with target.open(f"{base.stem}/padding.bin", "w", force_zip64=True) as padding:
+            for _ in range(megabytes):
+                padding.write(rng.bytes(1 << 20))
+    return path
+
+
+def bench_download(sizes: tuple[int, ...] = (64, 512)) -> list[dict[str, Any]]:
+    """DownloadMovieLens over HTTP in its own process: peak RSS per zip size, and time against a plain copy."""
+    import functools
+    import http.server
+    import threading
+
+    folder = WORK / "www"
+    folder.mkdir(exist_ok=True)
+    zips = {size: _zip_of_size(size) for size in sizes}
+    for path in zips.values():
+        shutil.copy(path, folder / path.name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    results = []
+    try:
+        for path in zips.values():
+            url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+            command = [sys.executable, str(ROOT / "benchmarks/download_rss.py"), url, str(WORK / "download-bucket")]
+            output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+            results.append(
+                {"zip_mb": path.stat().st_size / 2**20, **json.loads(output.stdout.strip().splitlines()[-1])}
+            )
+    finally:
+        server.shutdown()
     return results
 
 
@@ -364,9 +425,12 @@ NOTES = """## Notes
 """
 
 
+def _met(condition: bool) -> str:
+    return "yes" if condition else "no"
+
+
 def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
-    e, i, n, x = results["embeddings"], results["interactions"], results["noop"], results["explain"]
-    rss = results["rss"]
+    e, n, x, w = results["embeddings"], results["noop"], results["explain"], results["workers"]
     lines = [
         "# Benchmarks",
         "",
@@ -379,39 +443,53 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
         "|---|---|---|---|---|---|",
         f"| 1 | embedding stage end to end (read zip, {e['movies']} movies in chunks of {e['chunk']}, write .npy) | "
         f"<= 1.10x bare encode | {e['stage_s']:.2f} s = **{e['stage_over_bare']:.3f}x** | `SentenceTransformer.encode` "
-        f"batch {e['batch']}: {e['bare_encode_s']:.2f} s | {'yes' if e['stage_over_bare'] <= 1.10 else 'no'} |",
+        f"batch {e['batch']}: {e['bare_encode_s']:.2f} s | {_met(e['stage_over_bare'] <= 1.10)} |",
         f"| 1 | resume after 50% of the chunks | <= 0.6x a full run | {e['resume_half_s']:.2f} s = "
-        f"**{e['resume_over_full']:.3f}x** | full stage {e['stage_s']:.2f} s | "
-        f"{'yes' if e['resume_over_full'] <= 0.6 else 'no'} |",
-        f"| 2 | interactions load vs raw `insert_many` of pre-built documents ({i['server']}) | >= 0.8x | "
-        f"{i['ours_db_rows_per_s']:,.0f} rows/s = **{i['ours_over_raw']:.2f}x** | "
-        f"{i['raw_insert_rows_per_s']:,.0f} rows/s | "
-        f"{'yes' if i['ours_over_raw'] >= 0.8 else 'no'} |",
-        f"| 2 | interactions load vs the replaced `iterrows` + `insert_many(5000)` ({i['server']}) | >= 20x | "
-        f"**{i['ours_over_replaced_db']:.1f}x** | {i['replaced_db_rows_per_s']:,.0f} rows/s | "
-        f"{'yes' if i['ours_over_replaced_db'] >= 20 else 'no'} |",
-        f"| 2 | the same without the database (parse + validate + build documents) | >= 20x | "
-        f"{i['ours_build_rows_per_s']:,.0f} rows/s = **{i['ours_over_replaced_build']:.1f}x** | "
-        f"{i['replaced_build_rows_per_s']:,.0f} rows/s | {'yes' if i['ours_over_replaced_build'] >= 20 else 'no'} |",
+        f"**{e['resume_over_full']:.3f}x** | full stage {e['stage_s']:.2f} s | {_met(e['resume_over_full'] <= 0.6)} |",
     ]
-    for row in rss:
+    for i in results["interactions"]:
+        lines += [
+            f"| 2 | `LoadInteractions` ({i['ratings']:,} ratings: split, chunks, marker) vs raw `insert_many` of "
+            f"pre-built dicts, on {i['server']} | >= 0.8x | {i['ours_rows_per_s']:,.0f} rows/s = "
+            f"**{i['ours_over_raw']:.2f}x** | {i['raw_insert_rows_per_s']:,.0f} rows/s | "
+            f"{_met(i['ours_over_raw'] >= 0.8)} |",
+            f"| 2 | the same vs the replaced `iterrows` + `insert_many(5000)`, on {i['server']} | >= 20x | "
+            f"**{i['ours_over_replaced']:.1f}x** | {i['replaced_rows_per_s']:,.0f} rows/s | "
+            f"{_met(i['ours_over_replaced'] >= 20)} |",
+        ]
+    lines.append(
+        f"| scale out | `LoadInteractions` chunks ({w['ratings']:,} ratings, {w['chunks']} chunks) with "
+        f"`--workers 2`, on {w['server']} | a speed-up | {w['two_workers_s']:.2f} s = **{w['speedup']:.2f}x** | "
+        f"`--workers 1`: {w['one_worker_s']:.2f} s | {_met(w['speedup'] > 1)} |"
+    )
+    for row in results["rss"]:
         lines.append(
-            f"| 2 | peak RSS of the load path, {row['ratings']:,} ratings | < 1.5 GB, flat | "
-            f"**{row['peak_rss_mb']:.0f} MB** | {row['seconds']:.0f} s, {row['rows_per_s']:,.0f} rows/s | "
-            f"{'yes' if row['peak_rss_mb'] < 1536 else 'no'} |"
+            f"| 2 | peak RSS of a process running `LoadInteractions`, {row['ratings']:,} ratings "
+            f"({row['chunks']} chunks) | < 1.5 GB, flat | **{row['peak_rss_mb']:.0f} MB** | "
+            f"{row['seconds']:.1f} s, {row['rows_per_s']:,.0f} rows/s | {_met(row['peak_rss_mb'] < 1536)} |"
         )
     lines += [
         f"| 3 | no-op rerun of the whole DAG (`luigi` command) | <= 2 s, no torch | **{n['noop_s']:.2f} s**, heavy "
         f"modules imported: {n['heavy_modules_imported']} | `python -c 'import luigi, pandas, pymongo'` "
         f"{n['imports_baseline_s']:.2f} s ({n['noop_over_baseline']:.1f}x) | "
-        f"{'yes' if n['noop_s'] <= 2 and n['heavy_modules_imported'] == '[]' else 'no'} |",
+        f"{_met(n['noop_s'] <= 2 and n['heavy_modules_imported'] == '[]')} |",
         f"| 4 | popularity aggregation served by an index | no COLLSCAN | "
         f"{x.get('note') or ('IXSCAN' if x['IXSCAN'] else 'no IXSCAN') + (', COLLSCAN' if x['COLLSCAN'] else '')} | | "
-        f"{'n/a' if x['server'] is None else ('yes' if x['IXSCAN'] and not x['COLLSCAN'] else 'no')} |",
+        f"{'n/a' if x['server'] is None else _met(x['IXSCAN'] and not x['COLLSCAN'])} |",
+    ]
+    for d in results["download"]:
+        lines.append(
+            f"| 5 | `DownloadMovieLens` of a {d['zip_mb']:.0f} MB zip over HTTP (md5 + sha256 while streaming, zip "
+            f"check, into the bucket) | constant memory | peak RSS **{d['peak_rss_mb']:.0f} MB** "
+            f"({d['rss_before_task_mb']:.0f} MB before the task); {d['task_s']:.2f} s = **{d['task_over_copy']:.2f}x** "
+            f"a plain copy | plain `copyfileobj` of the URL: {d['plain_copy_s']:.2f} s | "
+            f"{_met(d['peak_rss_mb'] - d['rss_before_task_mb'] < 64)} |"
+        )
+    lines += [
         f"| opt-in | bf16 on CPU (`EMBEDDING_PRECISION=bf16`) | cosine >= 0.999 vs fp32 on {e['movies']} real movies | "
         f"min cosine **{e['bf16_cosine_min']:.5f}** (mean {e['bf16_cosine_mean']:.5f}); speed "
         f"**{e['fp32_over_bf16_speed']:.2f}x** fp32 | fp32 encode {e['bare_encode_s']:.2f} s | "
-        f"{'yes' if e['bf16_cosine_min'] >= 0.999 else 'no'} |",
+        f"{_met(e['bf16_cosine_min'] >= 0.999)} |",
         "",
         NOTES,
     ]
@@ -434,7 +512,9 @@ def main() -> None:
     for name, run in (
         ("embeddings", lambda: bench_embeddings(options.repeats)),
         ("interactions", lambda: bench_interactions(options.repeats)),
+        ("workers", lambda: bench_workers(options.repeats)),
         ("rss", lambda: bench_rss(options.rss_ratings)),
+        ("download", bench_download),
         ("noop", lambda: bench_noop(options.repeats)),
         ("explain", bench_explain),
     ):

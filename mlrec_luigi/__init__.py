@@ -3,7 +3,8 @@
     luigi --module mlrec_luigi UpdatePopular --local-scheduler
 
 runs the whole chain: DownloadMovieLens → Embeddings (EmbeddingChunk x N) → LoadMovies →
-LoadInteractions → UpdatePopular. Settings come from the environment and ``.env``.
+LoadInteractions (PrepareRatings, then InteractionsChunk x N) → UpdatePopular.
+Settings come from the environment and ``.env``.
 """
 
 from mlrec_luigi.logs import configure_logging
@@ -12,11 +13,22 @@ from mlrec_luigi.tasks import (
     DownloadMovieLens,
     EmbeddingChunk,
     Embeddings,
+    InteractionsChunk,
     LoadInteractions,
     LoadMovies,
+    PrepareRatings,
     UpdatePopular,
 )
 
 configure_logging(get_settings().log_level)
 
-__all__ = ["DownloadMovieLens", "EmbeddingChunk", "Embeddings", "LoadInteractions", "LoadMovies", "UpdatePopular"]
+__all__ = [
+    "DownloadMovieLens",
+    "EmbeddingChunk",
+    "Embeddings",
+    "InteractionsChunk",
+    "LoadInteractions",
+    "LoadMovies",
+    "PrepareRatings",
+    "UpdatePopular",
+]

@@ -62,6 +62,11 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", offline:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # stderr carries JSON lines only
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(
+            f"HF_DEVICE={device!r} but torch {torch.__version__} sees no CUDA device "
+            f"(built with CUDA {torch.version.cuda}): use HF_DEVICE=cpu, or install a CUDA build of torch"
+        )
     location = resolve_model(name)
     try:
         model = SentenceTransformer(location, device=device, local_files_only=offline)

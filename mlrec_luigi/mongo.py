@@ -7,23 +7,30 @@ stand-in (nothing survives the process) so the pipeline can be tried with no ser
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import bson
+import numpy as np
 import pymongo
 from bson import ObjectId
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from mlrec_luigi.settings import redact
+from mlrec_luigi.documents import MovieIds, cyclic_gc_paused, interaction_bson
+from mlrec_luigi.settings import SettingsError, redact
 
 DUPLICATE_KEY = 11000
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 MOVIE_BATCH = 500
 _MISSING = object()
+_MOCK_CODEC: CodecOptions = CodecOptions(tz_aware=True)
 
 MOVIE_INDEXES = [
     IndexModel([("movieId_ml", ASCENDING)], unique=True, name="movieId_ml_unique"),
@@ -48,15 +55,33 @@ class MongoUnavailable(RuntimeError):
     """MongoDB cannot be reached; the message names the (redacted) URI."""
 
 
-@functools.cache
 def connect(uri: str) -> pymongo.MongoClient:
     """One client per URI and process, checked with a ping so a bad URI fails fast.
+
+    Keyed by process id too: Luigi's ``--workers N`` forks, and a client must not cross a fork.
 
     Raises:
         MongoUnavailable: the server does not answer within 10 s or the URI is invalid.
     """
     if uri.startswith("mongomock://"):
-        return _mongomock_client()
+        client, created_in = _mongomock_client()
+        if created_in != os.getpid():
+            raise SettingsError(
+                "MONGODB_URI=mongomock:// keeps its data inside one process, and this task runs in a "
+                "worker process of its own: run with --workers 1, or give a real MongoDB"
+            )
+        return client
+    return _connect(uri, os.getpid())
+
+
+def forget_clients() -> None:
+    """Drop the cached clients (and mongomock's data): for tests and benchmarks that change settings."""
+    _connect.cache_clear()
+    _mongomock_client.cache_clear()
+
+
+@functools.cache
+def _connect(uri: str, pid: int) -> pymongo.MongoClient:
     try:
         options: dict[str, Any] = {"tz_aware": True, "appname": "mlrec-luigi"}
         if "serverselectiontimeoutms" not in uri.lower():  # the URI's own option wins
@@ -68,7 +93,8 @@ def connect(uri: str) -> pymongo.MongoClient:
     return client
 
 
-def _mongomock_client() -> pymongo.MongoClient:
+@functools.cache
+def _mongomock_client() -> tuple[pymongo.MongoClient, int]:
     import mongomock
     from mongomock.collection import BulkOperationBuilder
 
@@ -82,7 +108,7 @@ def _mongomock_client() -> pymongo.MongoClient:
 
             accepting_sort._accepts_sort = True  # type: ignore[attr-defined]
             setattr(BulkOperationBuilder, method, accepting_sort)
-    return mongomock.MongoClient(tz_aware=True)  # type: ignore[return-value]
+    return mongomock.MongoClient(tz_aware=True), os.getpid()  # type: ignore[return-value]
 
 
 def database(uri: str, name: str) -> Database:
@@ -151,8 +177,10 @@ def movie_id_map(collection: Collection) -> dict[int, str]:
     return {int(doc["movieId_ml"]): str(doc["_id"]) for doc in cursor}
 
 
-def insert_new(collection: Collection, documents: list[dict[str, Any]]) -> tuple[int, int]:
+def insert_new(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """Insert documents with deterministic ``_id``s; those already stored are left alone.
+
+    Documents may be dicts or already-encoded :class:`RawBSONDocument` s (sent as they are).
 
     Returns:
         (inserted, already present).
@@ -162,14 +190,50 @@ def insert_new(collection: Collection, documents: list[dict[str, Any]]) -> tuple
     """
     if not documents:
         return 0, 0
+    if not isinstance(collection, Collection):  # mongomock stores dicts, not BSON
+        documents = [bson.decode(d.raw, _MOCK_CODEC) if isinstance(d, RawBSONDocument) else d for d in documents]
     try:
-        result = collection.insert_many(documents, ordered=False)
+        collection.insert_many(documents, ordered=False)
     except BulkWriteError as error:
         errors = error.details["writeErrors"]
         if any(e["code"] != DUPLICATE_KEY for e in errors):
             raise
         return error.details["nInserted"], len(errors)
-    return len(result.inserted_ids), 0
+    return len(documents), 0
+
+
+@dataclass(frozen=True)
+class InsertCounts:
+    """What a load of interactions did."""
+
+    inserted: int
+    already_present: int
+    unknown_movie: int
+
+
+def insert_interactions(
+    collection: Collection,
+    records: np.ndarray,
+    movie_ids: MovieIds,
+    batch_rows: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> InsertCounts:
+    """Insert the interactions of ``records`` (:data:`~mlrec_luigi.documents.RATING_RECORD`) not yet stored.
+
+    Batches of ``batch_rows`` are encoded to BSON and sent one at a time, so memory stays
+    bounded; ``on_batch(rows_done)`` is called after each. Ratings of movies missing from
+    ``movie_ids`` are skipped and counted.
+    """
+    inserted = present = unknown = 0
+    for start in range(0, len(records), batch_rows):
+        with cyclic_gc_paused():
+            documents, skipped = interaction_bson(records[start : start + batch_rows], movie_ids)
+            added, existing = insert_new(collection, documents)
+            del documents
+        inserted, present, unknown = inserted + added, present + existing, unknown + skipped
+        if on_batch:
+            on_batch(min(start + batch_rows, len(records)))
+    return InsertCounts(inserted, present, unknown)
 
 
 def estimated_count(collection: Collection) -> int:

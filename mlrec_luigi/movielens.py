@@ -147,11 +147,15 @@ def _rows(mask: pd.Series, offset: int = 0) -> str:
     return ", ".join(map(str, rows))
 
 
+def _not_id(numbers: pd.Series) -> pd.Series:
+    return numbers.isna() | (numbers <= 0) | (numbers % 1 != 0) | (numbers >= 2**32)
+
+
 def _positive_ids(values: pd.Series, name: str, column: str, offset: int = 0) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers <= 0) | (numbers % 1 != 0)
+    bad = _not_id(numbers)
     if bad.any():
-        raise DatasetError(f"{name}: {column} is not a positive integer at row(s) {_rows(bad, offset)}")
+        raise DatasetError(f"{name}: {column} is not a positive 32-bit integer at row(s) {_rows(bad, offset)}")
     return numbers.astype("int64")
 
 
@@ -248,12 +252,8 @@ class RatingsChunk:
 def _validate_ratings(frame: pd.DataFrame, first_row: int) -> RatingsChunk:
     numbers = {column: pd.to_numeric(frame[column], errors="coerce") for column in COLUMNS["ratings.csv"]}
     reasons = {
-        "userId is not a positive integer": numbers["userId"].isna()
-        | (numbers["userId"] <= 0)
-        | (numbers["userId"] % 1 != 0),
-        "movieId is not a positive integer": numbers["movieId"].isna()
-        | (numbers["movieId"] <= 0)
-        | (numbers["movieId"] % 1 != 0),
+        "userId is not a positive 32-bit integer": _not_id(numbers["userId"]),
+        "movieId is not a positive 32-bit integer": _not_id(numbers["movieId"]),
         "rating is not 0.5..5.0 in steps of 0.5": numbers["rating"].isna()
         | (numbers["rating"] < 0.5)
         | (numbers["rating"] > 5.0)
@@ -301,3 +301,80 @@ def iter_ratings(zip_path: Path, chunk_rows: int, max_member_bytes: int) -> Iter
                 first_row += len(frame)
         except (pd.errors.ParserError, UnicodeDecodeError) as error:
             raise DatasetError(f"ratings.csv: cannot be parsed as CSV near row {first_row}: {error}") from error
+
+
+# One rating as the pipeline keeps it between parsing and loading (see ratings_parts).
+RATING_RECORD = np.dtype([("timestamp", "<u4"), ("userId", "<u4"), ("movieId", "<u4"), ("rating", "<f4")])
+
+
+def rating_records(ratings: pd.DataFrame) -> np.ndarray:
+    """Validated ratings (userId, movieId, rating, timestamp) as :data:`RATING_RECORD` rows."""
+    records = np.empty(len(ratings), dtype=RATING_RECORD)
+    for name in RATING_RECORD.names:
+        records[name] = ratings[name].to_numpy()
+    return records
+
+
+@dataclass
+class RatingsCounts:
+    """What splitting ratings.csv found, updated as it goes."""
+
+    rows: int = 0
+    rejected: int = 0
+    skipped_unknown_movie: int = 0
+    records: int = 0
+    rejected_examples: list[str] = field(default_factory=list)
+
+
+def ratings_parts(
+    zip_path: Path,
+    known_movie_ids: np.ndarray,
+    part_rows: int,
+    max_member_bytes: int,
+    max_rejected_rows: int,
+    counts: RatingsCounts,
+    read_rows: int = 100_000,
+) -> Iterator[np.ndarray]:
+    """Stream ratings.csv as parts of ``part_rows`` valid ratings of known movies (:data:`RATING_RECORD`).
+
+    Ratings of movies missing from ``known_movie_ids`` are dropped and counted; bad rows
+    are counted and described in ``counts``. The last part may be shorter.
+
+    Raises:
+        DatasetError: more than ``max_rejected_rows`` bad rows (naming the first ones), or
+            the file cannot be parsed or lacks a column.
+    """
+    known_movie_ids = np.sort(known_movie_ids)
+    pending: list[np.ndarray] = []
+    buffered = 0
+    for chunk in iter_ratings(zip_path, read_rows, max_member_bytes):
+        counts.rejected += chunk.rejected
+        counts.rejected_examples.extend(chunk.rejected_examples[: MAX_REPORTED_ROWS - len(counts.rejected_examples)])
+        if counts.rejected > max_rejected_rows:
+            raise DatasetError(
+                f"{counts.rejected} bad row(s) in ratings.csv, more than INTERACTIONS_MAX_REJECTED_ROWS="
+                f"{max_rejected_rows}: " + "; ".join(counts.rejected_examples)
+            )
+        records = rating_records(chunk.frame)
+        known = np.isin(records["movieId"], known_movie_ids)
+        counts.rows += len(chunk.frame) + chunk.rejected
+        counts.skipped_unknown_movie += int((~known).sum())
+        counts.records += int(known.sum())
+        pending.append(records[known])
+        buffered += int(known.sum())
+        while buffered >= part_rows:
+            joined = np.concatenate(pending)
+            yield joined[:part_rows]
+            pending, buffered = [joined[part_rows:]], len(joined) - part_rows
+    if buffered:
+        yield np.concatenate(pending)
+
+
+def check_unknown_movies(counts: RatingsCounts, max_fraction: float) -> None:
+    """Raise when more than ``max_fraction`` of the ratings name a movie missing from movies.csv."""
+    fraction = counts.skipped_unknown_movie / max(counts.rows, 1)
+    if fraction > max_fraction:
+        raise DatasetError(
+            f"{counts.skipped_unknown_movie} of {counts.rows} ratings in ratings.csv name a movieId missing "
+            f"from movies.csv ({fraction:.2%}), more than INTERACTIONS_MAX_UNKNOWN_FRACTION={max_fraction}"
+        )

@@ -104,6 +104,7 @@ def render_chart(popular: Sequence[tuple[str, int]], monthly: pd.Series, path: P
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The report command."""
+    from mlrec_luigi import layout
     from mlrec_luigi.settings import get_settings
     from mlrec_luigi.storage import open_bucket
 
@@ -113,17 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = get_settings()
     bucket = open_bucket(settings)
-    prefix = f"{settings.dataset_prefix}{settings.dataset_name}"
     try:
-        manifest = bucket.read_json(f"{prefix}/runs/latest.json")
+        manifest = bucket.read_json(layout.run_key(settings))
     except FileNotFoundError:
-        print(f"no run report in {bucket.uri(prefix + '/runs/')}: run the pipeline first")
+        print(f"no run report at {bucket.uri(layout.run_key(settings))}: run the pipeline first")
         return 1
     print(summarize(manifest))
     if options.png:
-        zip_path = bucket.local_copy(f"{settings.dataset_prefix}{settings.movielens_zip_filename}", settings.cache_dir)
+        zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
         movies = movielens.read_movies(zip_path, settings.max_member_bytes)
-        id_map = bucket.read_json(f"{prefix}/movie_id_map.json")
+        id_map = bucket.read_json(layout.movie_id_map_key(settings))
         title_of = {
             id_map[str(m)]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if str(m) in id_map
         }

@@ -68,7 +68,7 @@ class Settings:
     embedding_precision: str = "fp32"
     embedding_batch_size: int = 64
     embedding_chunk_size: int = 1000
-    interactions_chunk_rows: int = 100_000
+    interactions_chunk_rows: int = 250_000
     interactions_max_rejected_rows: int = 0
     interactions_max_unknown_fraction: float = 0.01
     max_member_bytes: int = 8 * 1024**3
@@ -208,7 +208,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         embedding_precision=_choice(values, "EMBEDDING_PRECISION", "fp32", ("fp32", "bf16")),
         embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", 64),
         embedding_chunk_size=_integer(values, "EMBEDDING_CHUNK_SIZE", 1000),
-        interactions_chunk_rows=_integer(values, "INTERACTIONS_CHUNK_ROWS", 100_000),
+        interactions_chunk_rows=_integer(values, "INTERACTIONS_CHUNK_ROWS", 250_000),
         interactions_max_rejected_rows=_integer(values, "INTERACTIONS_MAX_REJECTED_ROWS", 0, minimum=0),
         interactions_max_unknown_fraction=_number(values, "INTERACTIONS_MAX_UNKNOWN_FRACTION", 0.01, 0.0, 1.0),
         max_member_bytes=_integer(values, "MAX_MEMBER_BYTES", 8 * 1024**3),

@@ -221,7 +221,7 @@ def served_movielens(http_folder: tuple[Path, str]) -> str:
 def reset_process_state() -> None:
     """Forget what this process cached about settings, clients and task instances."""
     settings.get_settings.cache_clear()
-    mongo.connect.cache_clear()
+    mongo.forget_clients()
     base._read_movies.cache_clear()
     luigi.task_register.Register.clear_instance_cache()
 
@@ -251,13 +251,13 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
     reset_process_state()
 
 
-def build(*tasks: luigi.Task) -> dict[str, set]:
+def build(*tasks: luigi.Task, workers: int = 1) -> dict[str, set]:
     """Run ``tasks`` with a local scheduler; fail unless every task succeeded.
 
     ``luigi.build`` returns True whenever scheduling worked, failed tasks or not: the
     detailed status is what tells.
     """
-    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, workers=workers)
     assert result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY), result.summary_text
     return _summary_dict(result.worker)
 

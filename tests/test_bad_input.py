@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import luigi
+import pymongo
 import pytest
 import redis
 
@@ -117,7 +118,7 @@ def test_bad_ratings_rows_fail_the_load_naming_rows_and_publish_nothing(wire_env
     errors = run_failing(UpdatePopular(date=dt.date(2026, 11, 24)))
     assert "3 bad row(s) in ratings.csv, more than INTERACTIONS_MAX_REJECTED_ROWS=0" in errors
     assert "ratings.csv row 5: rating is not 0.5..5.0 in steps of 0.5" in errors
-    assert "ratings.csv row 6: userId is not a positive integer" in errors
+    assert "ratings.csv row 6: userId is not a positive 32-bit integer" in errors
     assert not bucket.exists("datasets/ml/markers/load_interactions.json")
     assert redis.Redis.from_url(redis_url).get(POPULAR_REDIS_KEY) is None
 
@@ -130,18 +131,22 @@ def test_tolerated_bad_rows_are_counted(wire_env, tmp_path: Path) -> None:
     assert len(marker["rejected_examples"]) == 3
 
 
-def test_ratings_of_unknown_movies_are_skipped_then_fatal_over_the_limit(wire_env, tmp_path: Path) -> None:
+def test_ratings_of_unknown_movies_are_skipped_then_fatal_over_the_limit(
+    wire_env, wire_mongo: tuple[str, str], tmp_path: Path
+) -> None:
     ratings = RATINGS + "3,999,4.0,964982703\n"
     zip_path = small_zip(tmp_path / "x.zip", ratings_csv=ratings)
     wire_env(zip_path)
     errors = run_failing(LoadInteractions())
     assert "1 of 5 ratings in ratings.csv name a movieId missing from movies.csv (20.00%)" in errors
     assert "INTERACTIONS_MAX_UNKNOWN_FRACTION=0.01" in errors
+    uri, database = wire_mongo
+    with pymongo.MongoClient(uri) as client:  # PrepareRatings failed before any chunk could load
+        assert client[database].interactions.count_documents({}) == 0
     bucket = wire_env(zip_path, INTERACTIONS_MAX_UNKNOWN_FRACTION="0.5")
     build(LoadInteractions())
     marker = bucket.read_json("datasets/ml/markers/load_interactions.json")
-    # The failed run's rows were written but not published (no marker); the rerun adds no duplicate.
-    assert (marker["stored"], marker["already_present"], marker["skipped_unknown_movie"]) == (4, 4, 1)
+    assert (marker["stored"], marker["inserted"], marker["skipped_unknown_movie"]) == (4, 4, 1)
 
 
 def test_missing_ratings_column(wire_env, tmp_path: Path) -> None:

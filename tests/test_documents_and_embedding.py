@@ -5,27 +5,72 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import bson
 import numpy as np
 import pandas as pd
 import pytest
 from bson import ObjectId
+from bson.codec_options import CodecOptions
 
 from mlrec_luigi import embedding
-from mlrec_luigi.documents import interaction_documents, interaction_ids, movie_document
+from mlrec_luigi.documents import MovieIds, interaction_bson, interaction_ids, movie_document
+from mlrec_luigi.movielens import rating_records
 
 MOVIE_HEX = "5f1e4b2a9c3d4e5f6a7b8c9d"
 
 
-def test_interaction_documents_follow_the_contract() -> None:
-    ratings = pd.DataFrame({"userId": [1, 610], "movieId": [1, 99], "rating": [4.0, 3.5], "timestamp": [964982703, 1]})
-    documents, unknown = interaction_documents(ratings, {1: MOVIE_HEX})
+def _records(user_ids: list[int], movie_ids: list[int], ratings: list[float], timestamps: list[int]) -> np.ndarray:
+    frame = pd.DataFrame({"userId": user_ids, "movieId": movie_ids, "rating": ratings, "timestamp": timestamps})
+    return rating_records(frame)
+
+
+def test_interaction_bson_follows_the_contract() -> None:
+    records = _records([1, 610], [1, 99], [4.0, 3.5], [964982703, 1])
+    documents, unknown = interaction_bson(records, MovieIds({1: MOVIE_HEX}))
     assert unknown == 1
-    (doc,) = documents
+    (doc,) = [bson.decode(d.raw, CodecOptions(tz_aware=True)) for d in documents]
     assert doc["userId"] == "1" and doc["movieId"] == MOVIE_HEX and doc["type"] == "rate"
     assert doc["value"] == 4.0 and type(doc["value"]) is float
     assert doc["timestamp"] == dt.datetime(2000, 7, 30, 18, 45, 3, tzinfo=dt.UTC)
     assert isinstance(doc["_id"], ObjectId)
     assert doc["_id"].generation_time == doc["timestamp"]
+    assert doc["source"] == "movielens"
+
+
+def test_interaction_bson_is_byte_for_byte_what_pymongo_encodes_for_the_dict() -> None:
+    rng = np.random.default_rng(7)
+    users = [1, 9, 10, 99, 100, 610, 200948, 2**32 - 1, *rng.integers(1, 10**6, 200).tolist()]
+    count = len(users)
+    movies = rng.integers(1, 4, count).tolist()
+    ratings = (rng.integers(1, 11, count) / 2).tolist()
+    timestamps = [0, 2**32 - 1, *rng.integers(0, 2**32, count - 2).tolist()]
+    hex_ids = {1: MOVIE_HEX, 2: "0" * 24, 3: "abcdefabcdefabcdefabcdef"}
+    documents, unknown = interaction_bson(_records(users, movies, ratings, timestamps), MovieIds(hex_ids))
+    assert unknown == 0 and len(documents) == count
+    expected = {
+        bson.encode(
+            {
+                "_id": interaction_ids(np.array([t]), np.array([u]), np.array([m]))[0],
+                "userId": str(u),
+                "movieId": hex_ids[m],
+                "type": "rate",
+                "value": float(r),
+                "timestamp": dt.datetime.fromtimestamp(t, dt.UTC),
+                "source": "movielens",
+            }
+        )
+        for u, m, r, t in zip(users, movies, ratings, timestamps, strict=True)
+    }
+    assert {d.raw for d in documents} == expected
+
+
+def test_movie_ids_lookup_marks_unknown_movies() -> None:
+    hex_ids, known = MovieIds({5: MOVIE_HEX, 2: "0" * 24}).lookup(np.array([2, 3, 5, 7, 0]))
+    assert known.tolist() == [True, False, True, False, False]
+    assert hex_ids[known].tolist() == [b"0" * 24, MOVIE_HEX.encode()]
+    assert not MovieIds({}).lookup(np.array([1]))[1].any()
+    with pytest.raises(ValueError, match="24-hex"):
+        MovieIds({1: "abc"})
 
 
 def test_interaction_ids_are_deterministic_and_distinct() -> None:
@@ -89,6 +134,15 @@ def test_a_local_model_folder_loads(model, tmp_path) -> None:
 def test_unknown_model_fails_with_the_setting_name() -> None:
     with pytest.raises(embedding.ModelError, match="HF_MODEL_NAME='nobody/no-such-model' cannot be loaded"):
         embedding.load_model("nobody/no-such-model", offline=True)
+
+
+def test_cuda_without_a_gpu_names_the_setting() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the GPU benchmark covers HF_DEVICE=cuda")
+    with pytest.raises(embedding.ModelError, match="HF_DEVICE='cuda' but torch .* sees no CUDA device"):
+        embedding.load_model("sentence-transformers/all-MiniLM-L6-v2", "cuda", "fp32", True)
 
 
 def test_length_order_is_stable_shortest_first() -> None:

@@ -83,7 +83,7 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 def test_non_numeric_movie_id_names_the_row(tmp_path: Path) -> None:
     bad = "movieId,title,genres\n1,A (1990),Drama\nx2,B,Drama\n"
-    with pytest.raises(DatasetError, match=r"movies\.csv: movieId is not a positive integer at row\(s\) 2"):
+    with pytest.raises(DatasetError, match=r"movies\.csv: movieId is not a positive 32-bit integer at row\(s\) 2"):
         movielens.read_movies(small_zip(tmp_path / "m.zip", movies_csv=bad), LIMIT)
 
 
@@ -105,7 +105,7 @@ def test_ratings_stream_in_chunks_and_reject_bad_rows(tmp_path: Path) -> None:
     assert sum(c.rejected for c in chunks) == 4
     examples = [e for c in chunks for e in c.rejected_examples]
     assert "ratings.csv row 2: rating is not 0.5..5.0 in steps of 0.5" in examples
-    assert "ratings.csv row 3: userId is not a positive integer" in examples
+    assert "ratings.csv row 3: userId is not a positive 32-bit integer" in examples
     assert "ratings.csv row 4: rating is not 0.5..5.0 in steps of 0.5" in examples
     assert "ratings.csv row 6: rating is not 0.5..5.0 in steps of 0.5" in examples
 

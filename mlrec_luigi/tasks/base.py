@@ -1,15 +1,6 @@
 """What every stage shares: settings, the bucket, the keys of its outputs, a JSON summary.
 
-The bucket layout (``<p>`` is ``GCS_DATASET_PATH``, ``<ds>`` the zip's name without .zip)::
-
-    <p>/<zip>                                           the MovieLens zip (DownloadMovieLens)
-    <p>/<ds>/embeddings/<model>/<md5>-c<size>/chunk-NNNNN.npy   (EmbeddingChunk)
-    <p>/<ds>/embeddings/<model>/manifest.json           (Embeddings)
-    <p>/<ds>/movie_id_map.json                          (LoadMovies)
-    <p>/<ds>/markers/load_movies.json                   (LoadMovies)
-    <p>/<ds>/markers/load_interactions.json             (LoadInteractions)
-    <p>/<ds>/markers/popular/<date>.json                (UpdatePopular)
-    <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json   the run manifest (UpdatePopular)
+The keys come from ``layout.py``, which maps the whole bucket.
 """
 
 from __future__ import annotations
@@ -17,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +16,7 @@ import luigi
 import pandas as pd
 from pymongo.database import Database
 
-from mlrec_luigi import mongo, movielens
+from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.embedding import model_slug
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
@@ -54,10 +45,10 @@ class PipelineTask(luigi.Task):
 
     @property
     def zip_key(self) -> str:
-        return f"{self.settings.dataset_prefix}{self.settings.movielens_zip_filename}"
+        return layout.zip_key(self.settings)
 
     def derived_key(self, *parts: str) -> str:
-        return "/".join([f"{self.settings.dataset_prefix}{self.settings.dataset_name}", *parts])
+        return layout.derived_key(self.settings, *parts)
 
     def embeddings_key(self, *parts: str) -> str:
         return self.derived_key("embeddings", model_slug(self.settings.hf_model_name), *parts)
@@ -108,6 +99,39 @@ class MongoStage(PipelineTask):
     def complete(self) -> bool:
         self.db  # noqa: B018 - connects (and pings) once per process, or raises MongoUnavailable
         return super().complete()
+
+
+class SourceChanged(RuntimeError):
+    """The zip in the bucket changed while derived outputs were being computed."""
+
+
+class ChunkedStage(PipelineTask):
+    """A stage done by chunk tasks, then finished by one step that writes its marker.
+
+    When the chunks can be planned at scheduling time (their input is in the bucket) they
+    are static requirements, so every worker sharing a central scheduler can take some;
+    otherwise they are yielded as dynamic requirements once their input exists.
+    """
+
+    @functools.cached_property
+    def planned_chunks(self) -> list[luigi.Task]:
+        """The chunks known when the task was first scheduled: fixed, since Luigi checks them again before run()."""
+        return list(self.chunks())
+
+    def chunks(self) -> Sequence[luigi.Task]:
+        raise NotImplementedError
+
+    def finish(self, chunks: list[luigi.Task]) -> None:
+        """Check and record the completed chunks (write the stage's marker)."""
+        raise NotImplementedError
+
+    def run(self) -> Iterator[list[luigi.Task]]:
+        md5 = self.current_source_md5()
+        chunks = list(self.chunks())
+        yield chunks  # already complete when they were planned as static requirements
+        if self.current_source_md5() != md5:
+            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were computed")
+        self.finish(chunks)
 
 
 @functools.lru_cache(maxsize=2)

@@ -9,19 +9,12 @@ another model means new chunks, never stale ones. ``--workers N`` embeds N chunk
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-
 import luigi
 
 from mlrec_luigi import embedding
 from mlrec_luigi.storage import BucketTarget, MarkerTarget
-from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged
 from mlrec_luigi.tasks.download import DownloadMovieLens
-
-
-class SourceChanged(RuntimeError):
-    """The zip in the bucket changed while derived outputs were being computed."""
 
 
 class EmbeddingChunk(PipelineTask):
@@ -60,21 +53,11 @@ class EmbeddingChunk(PipelineTask):
         self.counts = {"movies": len(rows), "first_row": start, "dimension": int(vectors.shape[1])}
 
 
-class Embeddings(PipelineTask):
-    """All chunks of the current zip and model, recorded in a manifest written last.
-
-    When the zip is already in the bucket the chunks are static requirements, so every
-    worker sharing a central scheduler can take some; on a fresh bucket they are yielded
-    as dynamic requirements once the download is done.
-    """
+class Embeddings(ChunkedStage):
+    """All chunks of the current zip and model, recorded in a manifest written last."""
 
     def requires(self) -> list[luigi.Task]:
         return [DownloadMovieLens(), *self.planned_chunks]
-
-    @functools.cached_property
-    def planned_chunks(self) -> list[EmbeddingChunk]:
-        """The chunks known when the task was first scheduled: fixed, since Luigi checks them again before run()."""
-        return self.chunks()
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(
@@ -97,12 +80,7 @@ class Embeddings(PipelineTask):
         model = self.settings.hf_model_name
         return [EmbeddingChunk(source_md5=md5, model_name=model, chunk_size=chunk_size, index=i) for i in range(count)]
 
-    def run(self) -> Iterator[list[EmbeddingChunk]]:
-        md5 = self.current_source_md5()
-        chunks = self.chunks()
-        yield chunks  # already complete when they were planned as static requirements
-        if self.current_source_md5() != md5:
-            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were embedded")
+    def finish(self, chunks: list[luigi.Task]) -> None:
         movie_count = len(self.read_movies())
-        self.output().write({"movies": movie_count, "chunks": [chunk.chunk_key() for chunk in chunks]})
+        self.output().write({"movies": movie_count, "chunks": [chunk.output().key for chunk in chunks]})
         self.counts = {"movies": movie_count, "chunks": len(chunks)}

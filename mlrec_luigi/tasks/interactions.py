@@ -1,31 +1,165 @@
-"""Stage 4: stream ratings.csv into MongoDB ``interactions``, chunk by chunk.
+"""Stage 4: ratings.csv → MongoDB ``interactions``, in chunks that load in parallel.
 
-    luigi --module mlrec_luigi LoadInteractions --local-scheduler
+    luigi --module mlrec_luigi LoadInteractions --local-scheduler --workers 2
+
+``PrepareRatings`` reads ratings.csv once, validates every row and writes the ratings of
+known movies as ``.npy`` parts of ``INTERACTIONS_CHUNK_ROWS`` ratings; bad rows and
+ratings of unknown movies are counted, and past their limits
+(``INTERACTIONS_MAX_REJECTED_ROWS``, ``INTERACTIONS_MAX_UNKNOWN_FRACTION``) the task fails
+before anything is published. Each ``InteractionsChunk`` then loads one part: a crash
+resumes at the chunks without a marker, and ``--workers N`` (or several machines sharing
+one ``luigid``) load N chunks at once.
 
 Every MovieLens rating gets a deterministic ``_id`` (see ``documents.py``), so a rerun or a
 resumed crash inserts only what is missing and never duplicates; the API's own
-interactions are never read, changed or deleted. Bad rows and ratings of unknown movies
-are counted; past their limits (``INTERACTIONS_MAX_REJECTED_ROWS``,
-``INTERACTIONS_MAX_UNKNOWN_FRACTION``) the task fails before the marker is written.
+interactions are never read, changed or deleted.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+from typing import Any
+
+import luigi
+import numpy as np
+
 from mlrec_luigi import mongo, movielens
-from mlrec_luigi.documents import interaction_documents
-from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import MongoStage
+from mlrec_luigi.documents import MovieIds
+from mlrec_luigi.movielens import RATING_RECORD, DatasetError
+from mlrec_luigi.storage import Bucket, MarkerTarget
+from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, PipelineTask, SourceChanged
+from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.movies import LoadMovies
 
+INSERT_BATCH = 50_000  # documents encoded and sent at a time: bounds the memory of a chunk
 ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress bar only
+COUNTED = ("rows", "rejected", "skipped_unknown_movie", "records")
 
 
-class LoadInteractions(MongoStage):
-    """ratings.csv → MongoDB ``interactions`` (type ``rate``), idempotently."""
+class InteractionsLost(RuntimeError):
+    """The collection holds fewer MovieLens interactions than the chunks loaded."""
 
-    def requires(self) -> LoadMovies:
-        return LoadMovies()
+
+def parts_folder(source_md5: str, chunk_rows: int) -> str:
+    """The folder of one zip's parts (and of their chunk markers), for one part size."""
+    return f"{source_md5[:12]}-r{chunk_rows}"
+
+
+def pack_part(records: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, records.astype(RATING_RECORD, copy=False), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_part(data: bytes, label: str) -> np.ndarray:
+    records = np.load(io.BytesIO(data), allow_pickle=False)
+    if records.dtype != RATING_RECORD or records.ndim != 1:
+        raise DatasetError(f"{label} is not a ratings part ({records.dtype}, shape {records.shape})")
+    return records
+
+
+@functools.lru_cache(maxsize=2)
+def _movie_ids(bucket: Bucket, key: str, md5: str | None) -> MovieIds:
+    # Keyed by content: LoadMovies rewrites the map under the same key.
+    return MovieIds({int(m): hex_id for m, hex_id in bucket.read_json(key).items()})
+
+
+class PrepareRatings(PipelineTask):
+    """ratings.csv → validated ``.npy`` parts of the ratings of known movies, plus a manifest."""
+
+    def requires(self) -> DownloadMovieLens:
+        return DownloadMovieLens()
+
+    def parts_key(self, *parts: str) -> str:
+        md5 = self.current_source_md5() or "missing"
+        return self.derived_key("interactions", parts_folder(md5, self.settings.interactions_chunk_rows), *parts)
+
+    def output(self) -> MarkerTarget:
+        return MarkerTarget(
+            self.bucket,
+            self.parts_key("manifest.json"),
+            expect={"source_md5": self.current_source_md5(), "chunk_rows": self.settings.interactions_chunk_rows},
+        )
+
+    def run(self) -> None:
+        settings = self.settings
+        counts = movielens.RatingsCounts()
+        parts: list[dict[str, Any]] = []
+        ratings_bytes = movielens.member_size(self.local_zip(), "ratings.csv")
+        for records in movielens.ratings_parts(
+            self.local_zip(),
+            self.read_movies()["movieId"].to_numpy(),
+            settings.interactions_chunk_rows,
+            settings.max_member_bytes,
+            settings.interactions_max_rejected_rows,
+            counts,
+        ):
+            key = self.parts_key(f"part-{len(parts):05d}.npy")
+            self.bucket.write_bytes(key, pack_part(records))
+            parts.append({"key": key, "records": len(records)})
+            self.progress(
+                min(counts.rows * ESTIMATED_BYTES_PER_RATING, ratings_bytes),
+                ratings_bytes,
+                f"{counts.rows:,} ratings read, {len(parts)} part(s) written",
+            )
+        movielens.check_unknown_movies(counts, settings.interactions_max_unknown_fraction)
+        self.counts = {name: getattr(counts, name) for name in COUNTED} | {"parts": len(parts)}
+        self.output().write({**self.counts, "rejected_examples": counts.rejected_examples, "parts": parts})
+
+
+class InteractionsChunk(MongoStage):
+    """Load part ``index`` of the prepared ratings into ``interactions``, skipping what is stored."""
+
+    source_md5 = luigi.Parameter()
+    chunk_rows = luigi.IntParameter()
+    index = luigi.IntParameter()
+
+    def requires(self) -> list[luigi.Task]:
+        return [PrepareRatings(), LoadMovies()]
+
+    def output(self) -> MarkerTarget:
+        folder = parts_folder(self.source_md5, self.chunk_rows)
+        return MarkerTarget(
+            self.bucket,
+            self.derived_key("markers", "interactions", folder, f"part-{self.index:05d}.json"),
+            still_valid=self.collection_holds("interactions", "stored"),
+        )
+
+    def run(self) -> None:
+        if self.current_source_md5() != self.source_md5:
+            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
+        key = self.derived_key(
+            "interactions", parts_folder(self.source_md5, self.chunk_rows), f"part-{self.index:05d}.npy"
+        )
+        records = unpack_part(self.bucket.read_bytes(key), self.bucket.uri(key))
+        map_key = LoadMovies().map_key()
+        movie_ids = _movie_ids(self.bucket, map_key, self.bucket.md5_hex(map_key))
+        collection = self.db["interactions"]
+        mongo.ensure_indexes(collection, mongo.INTERACTION_INDEXES)
+        self.progress(0, len(records), f"chunk {self.index}: loading {len(records):,} ratings")
+        loaded = mongo.insert_interactions(
+            collection,
+            records,
+            movie_ids,
+            INSERT_BATCH,
+            lambda done: self.progress(done, len(records), f"chunk {self.index}: {done:,} of {len(records):,} stored"),
+        )
+        if loaded.unknown_movie:
+            raise DatasetError(
+                f"{self.bucket.uri(map_key)} lacks {loaded.unknown_movie} movie(s) rated in {self.bucket.uri(key)}: "
+                "rerun LoadMovies"
+            )
+        counts = {"records": len(records), "inserted": loaded.inserted, "already_present": loaded.already_present}
+        self.counts = {**counts, "stored": counts["inserted"] + counts["already_present"]}
+        self.output().write(self.counts)
+
+
+class LoadInteractions(ChunkedStage, MongoStage):
+    """ratings.csv → MongoDB ``interactions`` (type ``rate``): every chunk loaded, then one marker."""
+
+    def requires(self) -> list[luigi.Task]:
+        return [LoadMovies(), PrepareRatings(), *self.planned_chunks]
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(
@@ -35,42 +169,30 @@ class LoadInteractions(MongoStage):
             still_valid=self.collection_holds("interactions", "stored"),
         )
 
-    def run(self) -> None:
-        settings = self.settings
-        id_map = {int(k): v for k, v in self.bucket.read_json(LoadMovies().map_key()).items()}
-        collection = self.db["interactions"]
-        mongo.ensure_indexes(collection, mongo.INTERACTION_INDEXES)
-        counts = {"rows": 0, "inserted": 0, "already_present": 0, "skipped_unknown_movie": 0, "rejected": 0}
-        examples: list[str] = []
-        ratings_bytes = movielens.member_size(self.local_zip(), "ratings.csv")
-        for chunk in movielens.iter_ratings(
-            self.local_zip(), settings.interactions_chunk_rows, settings.max_member_bytes
-        ):
-            counts["rejected"] += chunk.rejected
-            examples.extend(chunk.rejected_examples)
-            if counts["rejected"] > settings.interactions_max_rejected_rows:
-                raise DatasetError(
-                    f"{counts['rejected']} bad row(s) in ratings.csv, more than INTERACTIONS_MAX_REJECTED_ROWS="
-                    f"{settings.interactions_max_rejected_rows}: " + "; ".join(examples[: movielens.MAX_REPORTED_ROWS])
-                )
-            documents, unknown = interaction_documents(chunk.frame, id_map)
-            inserted, present = mongo.insert_new(collection, documents)
-            counts["rows"] += len(chunk.frame) + chunk.rejected
-            counts["inserted"] += inserted
-            counts["already_present"] += present
-            counts["skipped_unknown_movie"] += unknown
-            self.progress(
-                min(counts["rows"] * ESTIMATED_BYTES_PER_RATING, ratings_bytes),
-                ratings_bytes,
-                f"{counts['rows']:,} ratings read, {counts['inserted']:,} inserted",
+    def chunks(self) -> list[InteractionsChunk]:
+        """One task per part of the prepared ratings (none until PrepareRatings has run)."""
+        manifest = PrepareRatings().output().read()
+        md5 = self.current_source_md5()
+        chunk_rows = self.settings.interactions_chunk_rows
+        if not manifest or md5 is None or manifest.get("source_md5") != md5 or manifest.get("chunk_rows") != chunk_rows:
+            return []
+        return [
+            InteractionsChunk(source_md5=md5, chunk_rows=chunk_rows, index=i) for i in range(len(manifest["parts"]))
+        ]
+
+    def finish(self, chunks: list[luigi.Task]) -> None:
+        manifest = PrepareRatings().output().read() or {}
+        markers = [chunk.output().read() or {} for chunk in chunks]
+        counts = {name: int(manifest.get(name, 0)) for name in COUNTED}
+        for name in ("inserted", "already_present", "stored"):
+            counts[name] = sum(int(marker.get(name, 0)) for marker in markers)
+        held = mongo.estimated_count(self.db["interactions"])
+        if held < counts["stored"]:
+            for chunk in chunks:
+                self.bucket.delete(chunk.output().key)
+            raise InteractionsLost(
+                f"interactions holds {held} documents but its {len(chunks)} chunk(s) stored {counts['stored']}: "
+                "documents were deleted since; their chunk markers are removed, so a rerun loads them again"
             )
-        unknown_fraction = counts["skipped_unknown_movie"] / max(counts["rows"], 1)
-        if unknown_fraction > settings.interactions_max_unknown_fraction:
-            raise DatasetError(
-                f"{counts['skipped_unknown_movie']} of {counts['rows']} ratings in ratings.csv name a movieId missing "
-                f"from movies.csv ({unknown_fraction:.2%}), more than INTERACTIONS_MAX_UNKNOWN_FRACTION="
-                f"{settings.interactions_max_unknown_fraction}"
-            )
-        counts["stored"] = counts["inserted"] + counts["already_present"]
-        self.counts = counts
-        self.output().write({**counts, "rejected_examples": examples})
+        self.counts = {**counts, "chunks": len(chunks)}
+        self.output().write({**self.counts, "rejected_examples": manifest.get("rejected_examples", [])})

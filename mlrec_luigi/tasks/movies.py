@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mlrec_luigi import embedding, mongo
+from mlrec_luigi import embedding, layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.storage import MarkerTarget
@@ -37,7 +37,7 @@ class LoadMovies(MongoStage):
         )
 
     def map_key(self) -> str:
-        return self.derived_key("movie_id_map.json")
+        return layout.movie_id_map_key(self.settings)
 
     def run(self) -> None:
         movies = self.read_movies()

@@ -16,7 +16,7 @@ import time
 
 import luigi
 
-from mlrec_luigi import cache
+from mlrec_luigi import cache, layout
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
@@ -119,5 +119,5 @@ class UpdatePopular(MongoStage):
             ],
         )
         name = f"{manifest['finished'].replace(':', '')}-{self.date.isoformat()}.json"
-        self.bucket.write_json(self.derived_key("runs", name), manifest)
-        self.bucket.write_json(self.derived_key("runs", "latest.json"), manifest)
+        self.bucket.write_json(layout.run_key(self.settings, name), manifest)
+        self.bucket.write_json(layout.run_key(self.settings), manifest)

@@ -41,7 +41,8 @@ from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK = 120, 1500, 20
-STAGES = ("DownloadMovieLens", "EmbeddingChunk", "LoadMovies", "LoadInteractions", "UpdatePopular")
+STAGES = ("DownloadMovieLens", "EmbeddingChunk", "LoadMovies", "PrepareRatings", "InteractionsChunk", "UpdatePopular")
+INTERACTION_CHUNK_ROWS = 300
 CRASHES_PER_STAGE = 4
 SEED = 20261124
 RUN_DATE = "2026-11-24"
@@ -103,7 +104,7 @@ def scenario_factory(slow_zip_url: str, gcs_emulator: str, redis_server: str, tm
             MONGODB_DATABASE=database,
             REDIS_URL=redis_server,
             EMBEDDING_CHUNK_SIZE=str(CHUNK),
-            INTERACTIONS_CHUNK_ROWS="300",
+            INTERACTIONS_CHUNK_ROWS=str(INTERACTION_CHUNK_ROWS),
         )
         redis.Redis.from_url(redis_server).flushdb()
         return Scenario(env, GCSBucket(name, gcs_emulator), uri, database)
@@ -239,6 +240,8 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     chunks_done_before = len(finished(crash["log"], "EmbeddingChunk"))
     chunk_prefix = "datasets/ml-crash/embeddings/"
     chunks_present = sum(1 for b in scenario.bucket._bucket.list_blobs(prefix=chunk_prefix) if b.name.endswith(".npy"))
+    loaded_prefix = "datasets/ml-crash/markers/interactions/"
+    loaded_present = sum(1 for b in scenario.bucket._bucket.list_blobs(prefix=loaded_prefix))
     with pymongo.MongoClient(scenario.mongo_uri) as client:
         ids_after_crash = {
             d["movieId_ml"]: str(d["_id"]) for d in client[scenario.database].movies.find({}, {"movieId_ml": 1})
@@ -254,6 +257,8 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     chunks_rerun = len(finished(rerun, "EmbeddingChunk"))
     assert chunks_present - chunks_done_before in (0, 1)  # a chunk may be stored just before its log line
     assert chunks_rerun == MOVIES // CHUNK - chunks_present
+    # Likewise the interactions: only the chunks without a marker are loaded again.
+    assert len(finished(rerun, "InteractionsChunk")) == RATINGS // INTERACTION_CHUNK_ROWS - loaded_present
     assert crash["returncode"] == -signal.SIGKILL, "the process ended before the kill: no crash was injected"
     print(
         json.dumps(
@@ -264,6 +269,7 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
                 "killed": crash["returncode"] == -signal.SIGKILL,
                 "chunks_before": chunks_done_before,
                 "chunks_rerun": chunks_rerun,
+                "interaction_chunks_before": loaded_present,
             }
         )
     )

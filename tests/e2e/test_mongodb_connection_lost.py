@@ -1,4 +1,4 @@
-"""MongoDB goes away in the middle of LoadInteractions: the task fails, the rerun completes.
+"""MongoDB goes away in the middle of loading interactions: the chunk fails, the rerun completes.
 
 A dedicated mongoeco server with an SQLite file (so its data survives a restart) is killed
 while a real `luigi` process is loading interactions, then restarted on the same file.
@@ -29,7 +29,7 @@ from tests.conftest import (
 from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
-MOVIES, RATINGS = 60, 600
+MOVIES, RATINGS, CHUNK_ROWS = 60, 600, 50
 
 pytestmark = pytest.mark.skipif(REAL_MONGODB_URI is not None, reason="needs a MongoDB server it may kill")
 
@@ -80,7 +80,7 @@ def test_connection_lost_mid_load_then_rerun_completes_without_duplicates(server
         MOVIELENS_URL=zip_path.as_uri(),
         MONGODB_URI=server.uri,
         MONGODB_DATABASE="mlrec",
-        INTERACTIONS_CHUNK_ROWS="50",
+        INTERACTIONS_CHUNK_ROWS=str(CHUNK_ROWS),
     )
     process = subprocess.Popen(
         luigi_command("LoadInteractions", "--local-scheduler"),
@@ -92,14 +92,16 @@ def test_connection_lost_mid_load_then_rerun_completes_without_duplicates(server
     )
     assert process.stderr is not None
     for line in process.stderr:
-        if '"task": "LoadInteractions"' not in line and "running   LoadInteractions(" in line:
+        if "running   InteractionsChunk(" in line:
             break
     time.sleep(1.5)  # let some chunks land
     server.kill()
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 30, rest[-3000:]  # [retcode] task_failed
-    assert "task failed" in rest and "LoadInteractions" in rest
+    assert "task failed" in rest and "InteractionsChunk" in rest
     assert not (tmp_path / "bucket/datasets/ml/markers/load_interactions.json").exists()
+    chunks_done = len(list((tmp_path / "bucket/datasets/ml/markers/interactions").glob("*/part-*.json")))
+    assert chunks_done < RATINGS // CHUNK_ROWS
 
     server.start()
     with pymongo.MongoClient(server.uri) as client:
@@ -107,6 +109,8 @@ def test_connection_lost_mid_load_then_rerun_completes_without_duplicates(server
     assert 0 < written_before < RATINGS  # killed mid-load
     rerun = run_luigi("LoadInteractions", "--local-scheduler", env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # The rerun loads only the chunks that had no marker.
+    assert rerun.stderr.count('"task": "InteractionsChunk"') == RATINGS // CHUNK_ROWS - chunks_done
     with pymongo.MongoClient(server.uri) as client:
         interactions = client.mlrec.interactions
         assert interactions.count_documents({}) == RATINGS

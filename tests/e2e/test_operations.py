@@ -21,7 +21,7 @@ from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
-MOVIES, RATINGS, CHUNK = 120, 1500, 20
+MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS = 120, 1500, 20, 500
 
 
 def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: str) -> dict[str, str]:
@@ -34,7 +34,7 @@ def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: st
         MONGODB_DATABASE=database,
         REDIS_URL=redis_url,
         EMBEDDING_CHUNK_SIZE=str(CHUNK),
-        INTERACTIONS_CHUNK_ROWS="500",
+        INTERACTIONS_CHUNK_ROWS=str(INTERACTION_CHUNK_ROWS),
         **extra,
     )
 
@@ -81,7 +81,8 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         assert len([event for event in ran if event["task"] == "EmbeddingChunk"]) == MOVIES // CHUNK
         assert finished_tasks(first_log) and finished_tasks(second_log)  # both machines worked
         done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
-        assert len(done) == MOVIES // CHUNK + 5
+        # Chunks of both kinds, plus Download, Embeddings, LoadMovies, PrepareRatings, LoadInteractions, UpdatePopular.
+        assert len(done) == MOVIES // CHUNK + RATINGS // INTERACTION_CHUNK_ROWS + 6
 
     # luigid recorded the task history in SQLite.
     with sqlite3.connect(folder / "task-history.sqlite") as history:
@@ -106,6 +107,8 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
         "EmbeddingChunk",
         "Embeddings",
         "LoadMovies",
+        "PrepareRatings",
+        "InteractionsChunk",
         "LoadInteractions",
         "UpdatePopular",
     }

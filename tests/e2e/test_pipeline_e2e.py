@@ -71,8 +71,10 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
         "DownloadMovieLens",
         *["EmbeddingChunk"] * 5,
         "Embeddings",
+        "InteractionsChunk",
         "LoadInteractions",
         "LoadMovies",
+        "PrepareRatings",
         "UpdatePopular",
     ]
 
@@ -136,10 +138,10 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     assert families(summary["already_done"]) == ["UpdatePopular"]
 
     # Markers gone (say, a bucket cleanup): the stages rerun and write nothing new.
-    for marker in ("load_movies.json", "load_interactions.json", "popular/2026-11-24.json"):
-        bucket.delete(f"datasets/ml-latest-small/markers/{marker}")
+    for blob in bucket._bucket.list_blobs(prefix="datasets/ml-latest-small/markers/"):
+        bucket.delete(blob.name)
     summary = build(UpdatePopular(date=RUN_DATE))
-    assert families(summary["completed"]) == ["LoadInteractions", "LoadMovies", "UpdatePopular"]
+    assert families(summary["completed"]) == ["InteractionsChunk", "LoadInteractions", "LoadMovies", "UpdatePopular"]
     movie_marker = bucket.read_json("datasets/ml-latest-small/markers/load_movies.json")
     assert (movie_marker["inserted"], movie_marker["updated"], movie_marker["unchanged"]) == (0, 0, 9742)
     interaction_marker = bucket.read_json("datasets/ml-latest-small/markers/load_interactions.json")
@@ -167,5 +169,5 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     # A marker must not lie: interactions dropped after a success are noticed and reloaded.
     db.interactions.drop()
     summary = build(UpdatePopular(date=RUN_DATE + dt.timedelta(days=1)))
-    assert families(summary["completed"]) == ["LoadInteractions", "UpdatePopular"]
+    assert families(summary["completed"]) == ["InteractionsChunk", "LoadInteractions", "UpdatePopular"]
     assert db.interactions.count_documents({"source": "movielens"}) == 100836

@@ -1,0 +1,106 @@
+"""What the benchmarks share: the null wire server, a prepared bucket, a pipeline environment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "var/bench"
+
+
+@contextlib.contextmanager
+def null_mongo() -> Iterator[str]:
+    """A running ``benchmarks/null_mongo.py``; yields its URI."""
+    folder = Path(tempfile.mkdtemp(dir=WORK))
+    address = folder / "address"
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks/null_mongo.py"), str(address)])
+    try:
+        deadline = time.monotonic() + 20
+        while not address.exists() or not address.read_text():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("benchmarks/null_mongo.py did not start")
+            time.sleep(0.05)
+        yield address.read_text()
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pipeline_env(**values: str) -> None:
+    """Point the pipeline's settings at ``values`` for this process (and forget cached clients)."""
+    import luigi
+
+    from mlrec_luigi import mongo, settings
+    from mlrec_luigi.tasks import base
+
+    os.environ.update({"MLREC_ENV_FILE": str(WORK / "no.env"), "HF_HUB_OFFLINE": "1", **values})
+    settings.get_settings.cache_clear()
+    mongo.forget_clients()
+    base._read_movies.cache_clear()
+    luigi.task_register.Register.clear_instance_cache()
+
+
+def build(*tasks: Any, workers: int = 1) -> None:
+    """``luigi.build`` that raises when a task fails."""
+    import luigi
+    from luigi.execution_summary import LuigiStatusCode
+
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING", workers=workers)
+    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        raise RuntimeError(result.summary_text)
+
+
+def interactions_bucket(zip_path: Path, bucket: Path, mongodb_uri: str, chunk_rows: int) -> dict[str, str]:
+    """A local bucket where the stages before LoadInteractions are done; returns the settings.
+
+    The zip is in place (DownloadMovieLens done) and LoadMovies' marker and map are written
+    (random ``_id``s), so LoadInteractions runs alone, as it does in the real DAG.
+    """
+    from bson import ObjectId
+
+    from mlrec_luigi import movielens
+    from mlrec_luigi.settings import DEFAULT_MODEL_NAME
+    from mlrec_luigi.storage import LocalBucket, file_md5
+
+    shutil.rmtree(bucket, ignore_errors=True)
+    folder = bucket / "datasets"
+    folder.mkdir(parents=True)
+    shutil.copy(zip_path, folder / zip_path.name)
+    movie_ids = movielens.read_movies(zip_path, 10**10)["movieId"].tolist()
+    local = LocalBucket(bucket)
+    dataset = f"datasets/{zip_path.stem}"
+    local.write_json(f"{dataset}/movie_id_map.json", {str(m): str(ObjectId()) for m in movie_ids})
+    marker = {"source_md5": file_md5(zip_path), "embedding_model": DEFAULT_MODEL_NAME, "movies": 0}
+    local.write_json(f"{dataset}/markers/load_movies.json", marker)
+    return {
+        "MOVIELENS_URL": zip_path.as_uri(),
+        "MOVIELENS_ZIP_FILENAME": zip_path.name,
+        "LOCAL_BUCKET_DIR": str(bucket),
+        "CACHE_DIR": str(bucket.parent / "cache"),
+        "MONGODB_URI": mongodb_uri,
+        "MONGODB_DATABASE": "mlrec_bench",
+        "INTERACTIONS_CHUNK_ROWS": str(chunk_rows),
+    }
+
+
+def forget_loaded_chunks(bucket: Path) -> None:
+    """Remove the interaction chunk markers and LoadInteractions' marker, keeping the prepared parts."""
+    for marker in bucket.rglob("markers/interactions"):
+        shutil.rmtree(marker)
+    for marker in bucket.rglob("markers/load_interactions.json"):
+        marker.unlink()
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value), flush=True)

@@ -1,0 +1,116 @@
+"""Loading interactions in chunks: the split, resuming at missing chunks, parallel workers, lost data.
+
+The Luigi runs use a real wire-protocol MongoDB (mongoeco, or MLREC_TEST_MONGODB_URI): the
+data is a few ratings, small enough for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pymongo
+import pytest
+
+from mlrec_luigi import LoadInteractions, mongo, movielens
+from mlrec_luigi.settings import SettingsError
+from mlrec_luigi.storage import LocalBucket
+from tests.conftest import build, build_fails, families
+from tests.support.zips import small_zip
+
+# Nine ratings of known movies (1..4) and one of movie 9, which movies.csv lacks.
+RATINGS = "userId,movieId,rating,timestamp\n" + "".join(
+    f"{user},{movie},{rating},{964982703 + user * 10 + movie}\n"
+    for user, movie, rating in [
+        (1, 1, 4.0), (1, 2, 3.5), (1, 3, 5.0), (2, 1, 0.5), (2, 4, 4.0),
+        (3, 2, 2.0), (3, 3, 4.5), (4, 1, 1.0), (4, 9, 3.0), (5, 4, 5.0),
+    ]
+)  # fmt: skip
+KNOWN, CHUNK_ROWS = 9, 3
+MARKERS = "datasets/ml/markers"
+
+
+def test_ratings_parts_cut_known_ratings_into_parts_and_count(tmp_path: Path) -> None:
+    zip_path = small_zip(tmp_path / "ml.zip", ratings_csv=RATINGS + "x,1,4.0,1\n")
+    counts = movielens.RatingsCounts()
+    parts = list(movielens.ratings_parts(zip_path, np.array([1, 2, 3, 4]), 4, 10**9, 1, counts, read_rows=3))
+    assert [len(part) for part in parts] == [4, 4, 1]
+    assert (counts.rows, counts.records, counts.skipped_unknown_movie, counts.rejected) == (11, 9, 1, 1)
+    assert counts.rejected_examples == ["ratings.csv row 11: userId is not a positive 32-bit integer"]
+    joined = np.concatenate(parts)
+    assert joined["movieId"].tolist() == [1, 2, 3, 1, 4, 2, 3, 1, 4]
+    assert joined["rating"].tolist()[:3] == [4.0, 3.5, 5.0]
+    with pytest.raises(movielens.DatasetError, match=r"1 of 11 ratings .* movieId missing from movies\.csv"):
+        movielens.check_unknown_movies(counts, 0.05)
+    movielens.check_unknown_movies(counts, 0.1)
+    with pytest.raises(movielens.DatasetError, match=r"1 bad row.* row 11: userId"):
+        list(movielens.ratings_parts(zip_path, np.array([1]), 4, 10**9, 0, movielens.RatingsCounts()))
+
+
+@pytest.fixture
+def chunked_env(
+    pipeline_env: Callable[..., dict[str, str]], wire_mongo: tuple[str, str], tmp_path: Path
+) -> tuple[LocalBucket, pymongo.collection.Collection]:
+    uri, database = wire_mongo
+    zip_path = small_zip(tmp_path / "ml.zip", ratings_csv=RATINGS)
+    values = pipeline_env(
+        MOVIELENS_URL=zip_path.as_uri(),
+        MONGODB_URI=uri,
+        MONGODB_DATABASE=database,
+        INTERACTIONS_CHUNK_ROWS=str(CHUNK_ROWS),
+        INTERACTIONS_MAX_UNKNOWN_FRACTION="0.2",
+    )
+    return LocalBucket(Path(values["LOCAL_BUCKET_DIR"])), pymongo.MongoClient(uri)[database].interactions
+
+
+def chunk_markers(bucket: LocalBucket) -> list[str]:
+    return sorted(path.name for path in (bucket.root / MARKERS / "interactions").rglob("part-*.json"))
+
+
+def test_two_workers_load_the_chunks_and_a_rerun_loads_only_missing_ones(chunked_env) -> None:
+    bucket, interactions = chunked_env
+    summary = build(LoadInteractions(), workers=2)
+    assert families(summary["completed"]).count("InteractionsChunk") == KNOWN // CHUNK_ROWS
+    assert chunk_markers(bucket) == ["part-00000.json", "part-00001.json", "part-00002.json"]
+    assert interactions.count_documents({}) == KNOWN
+    assert len({(d["userId"], d["movieId"], d["timestamp"]) for d in interactions.find()}) == KNOWN
+    marker = bucket.read_json(f"{MARKERS}/load_interactions.json")
+    assert (marker["rows"], marker["inserted"], marker["skipped_unknown_movie"], marker["chunks"]) == (10, 9, 1, 3)
+
+    # A crash after chunks 0 and 2: only chunk 1 runs again, and re-sends what it had stored.
+    next((bucket.root / MARKERS / "interactions").rglob("part-00001.json")).unlink()
+    (bucket.root / MARKERS / "load_interactions.json").unlink()
+    summary = build(LoadInteractions())
+    assert [t.index for t in summary["completed"] if t.task_family == "InteractionsChunk"] == [1]
+    marker = bucket.read_json(f"{MARKERS}/load_interactions.json")
+    assert (marker["inserted"], marker["already_present"], marker["stored"]) == (6, 3, 9)
+    assert interactions.count_documents({}) == KNOWN
+
+
+def test_interactions_deleted_after_a_load_are_noticed_then_reloaded(chunked_env) -> None:
+    bucket, interactions = chunked_env
+    build(LoadInteractions())
+    interactions.delete_many({"userId": "1"})
+    # LoadInteractions' marker no longer tells the truth; the chunks' markers each still might.
+    summary = build_fails(LoadInteractions())
+    assert families(summary["failed"]) == ["LoadInteractions"]
+    assert chunk_markers(bucket) == []  # removed, so that the next run reloads every chunk
+    build(LoadInteractions())
+    assert interactions.count_documents({}) == KNOWN
+
+
+def test_mongomock_is_refused_in_a_forked_worker() -> None:
+    mongo.forget_clients()
+    mongo.connect("mongomock://localhost")
+    child = os.fork()
+    if child == 0:  # a Luigi worker process of --workers N
+        try:
+            mongo.connect("mongomock://localhost")
+        except SettingsError as error:
+            os._exit(0 if "--workers 1" in str(error) else 2)
+        os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    mongo.forget_clients()
