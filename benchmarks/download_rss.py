@@ -9,7 +9,6 @@ put it in a local bucket). Prints JSON: both times and the process's peak RSS.
 
 from __future__ import annotations
 
-import resource
 import shutil
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import WORK, build, pipeline_env, print_json  # noqa: E402
+from benchmarks.support import WORK, build, peak_rss_mb, pipeline_env, print_json, reset_peak_rss, rss_mb  # noqa: E402
 
 
 def main(url: str, bucket: Path) -> None:
@@ -34,7 +33,8 @@ def main(url: str, bucket: Path) -> None:
         with urllib.request.urlopen(url) as response, open(Path(folder) / "copy", "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
         copy_s = time.perf_counter() - started
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = rss_mb()
+    reset_peak_rss()
     shutil.rmtree(bucket, ignore_errors=True)
     name = url.rsplit("/", 1)[-1]
     pipeline_env(
@@ -49,7 +49,7 @@ def main(url: str, bucket: Path) -> None:
             "plain_copy_s": copy_s,
             "task_s": task_s,
             "task_over_copy": task_s / copy_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_task_mb": rss_before,
             "stored_md5": stored.md5_hex(f"datasets/{name}"),
         }

@@ -9,7 +9,6 @@ pipeline's own memory, not a database's) and prints the process's peak RSS as JS
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import WORK, build, interactions_bucket, pipeline_env, print_json  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    WORK,
+    build,
+    interactions_bucket,
+    peak_rss_mb,
+    pipeline_env,
+    print_json,
+    reset_peak_rss,
+    rss_mb,
+)
 
 
 def main(zip_path: Path, mongodb_uri: str) -> None:
@@ -28,6 +36,8 @@ def main(zip_path: Path, mongodb_uri: str) -> None:
 
     configure_logging("WARNING")
     pipeline_env(**interactions_bucket(zip_path, WORK / "rss-bucket", mongodb_uri, 250_000))
+    rss_at_start = rss_mb()
+    reset_peak_rss()
     started = time.perf_counter()
     build(LoadInteractions())
     seconds = time.perf_counter() - started
@@ -37,7 +47,8 @@ def main(zip_path: Path, mongodb_uri: str) -> None:
             "ratings": marker["rows"],
             "inserted": marker["inserted"],
             "chunks": marker["chunks"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_at_start_mb": rss_at_start,
             "seconds": seconds,
             "rows_per_s": marker["rows"] / seconds,
         }

@@ -102,5 +102,29 @@ def forget_loaded_chunks(bucket: Path) -> None:
         marker.unlink()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM) in MB.
+
+    Not ``getrusage``: on Linux its ``ru_maxrss`` survives fork and exec, so a benchmark
+    child would report its parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak (VmHWM) from the current resident memory (Linux ``clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value), flush=True)

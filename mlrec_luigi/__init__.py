@@ -7,28 +7,11 @@ LoadInteractions (PrepareRatings, then InteractionsChunk x N) → UpdatePopular.
 Settings come from the environment and ``.env``.
 """
 
+from mlrec_luigi import tasks
 from mlrec_luigi.logs import configure_logging
 from mlrec_luigi.settings import get_settings
-from mlrec_luigi.tasks import (
-    DownloadMovieLens,
-    EmbeddingChunk,
-    Embeddings,
-    InteractionsChunk,
-    LoadInteractions,
-    LoadMovies,
-    PrepareRatings,
-    UpdatePopular,
-)
+from mlrec_luigi.tasks import *  # noqa: F403 - the tasks are the package's interface, listed once in tasks/
 
 configure_logging(get_settings().log_level)
 
-__all__ = [
-    "DownloadMovieLens",
-    "EmbeddingChunk",
-    "Embeddings",
-    "InteractionsChunk",
-    "LoadInteractions",
-    "LoadMovies",
-    "PrepareRatings",
-    "UpdatePopular",
-]
+__all__ = tasks.__all__

@@ -180,7 +180,9 @@ def movie_id_map(collection: Collection) -> dict[int, str]:
 def insert_new(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """Insert documents with deterministic ``_id``s; those already stored are left alone.
 
-    Documents may be dicts or already-encoded :class:`RawBSONDocument` s (sent as they are).
+    Already-encoded documents (:class:`RawBSONDocument`) go out as one ``insert`` command:
+    the same message ``insert_many`` sends, without its per-document Python bookkeeping,
+    which costs more than the encoding itself.
 
     Returns:
         (inserted, already present).
@@ -192,14 +194,21 @@ def insert_new(collection: Collection, documents: Sequence[Mapping[str, Any]]) -
         return 0, 0
     if not isinstance(collection, Collection):  # mongomock stores dicts, not BSON
         documents = [bson.decode(d.raw, _MOCK_CODEC) if isinstance(d, RawBSONDocument) else d for d in documents]
+    elif isinstance(documents[0], RawBSONDocument):
+        reply = collection.database.command({"insert": collection.name, "documents": documents, "ordered": False})
+        return _inserted_and_duplicates({"nInserted": reply["n"], "writeErrors": reply.get("writeErrors", [])})
     try:
         collection.insert_many(documents, ordered=False)
     except BulkWriteError as error:
-        errors = error.details["writeErrors"]
-        if any(e["code"] != DUPLICATE_KEY for e in errors):
-            raise
-        return error.details["nInserted"], len(errors)
+        return _inserted_and_duplicates(error.details)
     return len(documents), 0
+
+
+def _inserted_and_duplicates(details: Mapping[str, Any]) -> tuple[int, int]:
+    errors = details["writeErrors"]
+    if any(e["code"] != DUPLICATE_KEY for e in errors):
+        raise BulkWriteError(dict(details))
+    return details["nInserted"], len(errors)
 
 
 @dataclass(frozen=True)

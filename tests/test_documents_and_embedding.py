@@ -141,7 +141,7 @@ def test_cuda_without_a_gpu_names_the_setting() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device: the GPU benchmark covers HF_DEVICE=cuda")
-    with pytest.raises(embedding.ModelError, match="HF_DEVICE='cuda' but torch .* sees no CUDA device"):
+    with pytest.raises(embedding.ModelError, match=r"HF_DEVICE='cuda' but torch .* sees no CUDA device"):
         embedding.load_model("sentence-transformers/all-MiniLM-L6-v2", "cuda", "fp32", True)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pymongo
 import pytest
 
-from mlrec_luigi import LoadInteractions, mongo, movielens
+from mlrec_luigi import LoadInteractions, LoadMovies, mongo, movielens
 from mlrec_luigi.settings import SettingsError
 from mlrec_luigi.storage import LocalBucket
 from tests.conftest import build, build_fails, families
@@ -71,6 +71,8 @@ def chunk_markers(bucket: LocalBucket) -> list[str]:
 
 def test_two_workers_load_the_chunks_and_a_rerun_loads_only_missing_ones(chunked_env) -> None:
     bucket, interactions = chunked_env
+    # The stages before run in this process: forked workers must not inherit a running torch.
+    build(LoadMovies())
     summary = build(LoadInteractions(), workers=2)
     assert families(summary["completed"]).count("InteractionsChunk") == KNOWN // CHUNK_ROWS
     assert chunk_markers(bucket) == ["part-00000.json", "part-00001.json", "part-00002.json"]
