@@ -62,7 +62,8 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: scheduler_api(url, "task_list") is not None, "luigid", timeout_s=120)
         env = base_env(tmp_path, wire_mongo, redis_url, GCS_BUCKET_NAME=gcs_bucket, STORAGE_EMULATOR_HOST=gcs_emulator)
-        assert run_luigi("DownloadMovieLens", "--local-scheduler", env=env).returncode == 0
+        # The zip is in the bucket and the ratings split: both kinds of chunks are planned at scheduling.
+        assert run_luigi("PrepareRatings", "--local-scheduler", env=env).returncode == 0
         # Two machines run the same DAG against one scheduler; each takes the chunks the other has not.
         command = scheduled_dag_command(port, "--worker-keep-alive", "--worker-wait-interval", "0.2", "--no-lock")
         runs = [
@@ -79,6 +80,8 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         per_task = collections.Counter(event["task_id"] for event in ran)
         assert all(count == 1 for count in per_task.values()), per_task
         assert len([event for event in ran if event["task"] == "EmbeddingChunk"]) == MOVIES // CHUNK
+        loaded = [event for event in ran if event["task"] == "InteractionsChunk"]
+        assert len(loaded) == RATINGS // INTERACTION_CHUNK_ROWS
         assert finished_tasks(first_log) and finished_tasks(second_log)  # both machines worked
         done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
         # Chunks of both kinds, plus Download, Embeddings, LoadMovies, PrepareRatings, LoadInteractions, UpdatePopular.
