@@ -64,15 +64,11 @@ class MovieIds:
         if len(self._hex) and int(np.char.str_len(self._hex).min()) != 24:
             raise ValueError("movie ids must be 24-hex strings")
 
-    def __len__(self) -> int:
-        return len(self._sorted)
-
     def lookup(self, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the hex ids as ``S24``, a mask of the movieIds that are known)."""
-        positions = np.searchsorted(self._sorted, movie_ids)
-        positions = np.minimum(positions, max(len(self._sorted) - 1, 0))
         if not len(self._sorted):
             return np.zeros(len(movie_ids), dtype="S24"), np.zeros(len(movie_ids), dtype=bool)
+        positions = np.minimum(np.searchsorted(self._sorted, movie_ids), len(self._sorted) - 1)
         return self._hex[positions], self._sorted[positions] == movie_ids
 
 
@@ -136,8 +132,7 @@ def _decimal_digits(numbers: np.ndarray, width: int) -> np.ndarray:
 
 def _encode_same_width(records: np.ndarray, hex_ids: np.ndarray, width: int) -> list[RawBSONDocument]:
     """Documents whose userId has ``width`` digits: all the same length, so one 2-D byte array."""
-    parts: list[tuple[bytes | np.ndarray, int]] = [
-        (np.zeros(0), 4),  # total length, filled below
+    fields: list[tuple[bytes | np.ndarray, int]] = [
         (_ID, len(_ID)),
         (_object_id_bytes(records["timestamp"], records["userId"], records["movieId"]), 12),
         (_USER + (width + 1).to_bytes(4, "little"), len(_USER) + 4),
@@ -150,16 +145,11 @@ def _encode_same_width(records: np.ndarray, hex_ids: np.ndarray, width: int) -> 
         ((records["timestamp"].astype("<i8") * 1000).view(np.uint8).reshape(-1, 8), 8),
         (_SOURCE + b"\0", len(_SOURCE) + 1),
     ]
-    size = sum(width_ for _, width_ in parts)
+    size = 4 + sum(span for _, span in fields)  # the document's length prefix counts itself
     matrix = np.empty((len(records), size), dtype=np.uint8)
     column = 0
-    for value, span in parts:
-        if isinstance(value, bytes):
-            matrix[:, column : column + span] = np.frombuffer(value, dtype=np.uint8)
-        elif column == 0:
-            matrix[:, 0:4] = np.frombuffer(size.to_bytes(4, "little"), dtype=np.uint8)
-        else:
-            matrix[:, column : column + span] = value
+    for value, span in [(size.to_bytes(4, "little"), 4), *fields]:
+        matrix[:, column : column + span] = np.frombuffer(value, dtype=np.uint8) if isinstance(value, bytes) else value
         column += span
     raw = matrix.tobytes()
     return [RawBSONDocument(raw[offset : offset + size]) for offset in range(0, len(raw), size)]

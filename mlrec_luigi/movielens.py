@@ -358,10 +358,11 @@ def ratings_parts(
         records = rating_records(chunk.frame)
         known = np.isin(records["movieId"], known_movie_ids)
         counts.rows += len(chunk.frame) + chunk.rejected
-        counts.skipped_unknown_movie += int((~known).sum())
-        counts.records += int(known.sum())
-        pending.append(records[known])
-        buffered += int(known.sum())
+        kept = records[known]
+        counts.skipped_unknown_movie += len(records) - len(kept)
+        counts.records += len(kept)
+        pending.append(kept)
+        buffered += len(kept)
         while buffered >= part_rows:
             joined = np.concatenate(pending)
             yield joined[:part_rows]

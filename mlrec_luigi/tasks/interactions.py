@@ -46,6 +46,11 @@ def parts_folder(source_md5: str, chunk_rows: int) -> str:
     return f"{source_md5[:12]}-r{chunk_rows}"
 
 
+def part_name(index: int, suffix: str) -> str:
+    """``part-NNNNN.npy`` (the ratings) or ``part-NNNNN.json`` (its chunk marker)."""
+    return f"part-{index:05d}.{suffix}"
+
+
 def pack_part(records: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, records.astype(RATING_RECORD, copy=False), allow_pickle=False)
@@ -71,9 +76,11 @@ class PrepareRatings(PipelineTask):
     def requires(self) -> DownloadMovieLens:
         return DownloadMovieLens()
 
-    def parts_key(self, *parts: str) -> str:
-        md5 = self.current_source_md5() or "missing"
-        return self.derived_key("interactions", parts_folder(md5, self.settings.interactions_chunk_rows), *parts)
+    def parts_key(self, name: str, source_md5: str | None = None, chunk_rows: int | None = None) -> str:
+        """A key in the parts folder: of the current zip and part size unless both are given."""
+        md5 = source_md5 or self.current_source_md5() or "missing"
+        rows = chunk_rows or self.settings.interactions_chunk_rows
+        return self.derived_key("interactions", parts_folder(md5, rows), name)
 
     def output(self) -> MarkerTarget:
         return MarkerTarget(
@@ -95,7 +102,7 @@ class PrepareRatings(PipelineTask):
             settings.interactions_max_rejected_rows,
             counts,
         ):
-            key = self.parts_key(f"part-{len(parts):05d}.npy")
+            key = self.parts_key(part_name(len(parts), "npy"))
             self.bucket.write_bytes(key, pack_part(records))
             parts.append({"key": key, "records": len(records)})
             self.progress(
@@ -122,16 +129,14 @@ class InteractionsChunk(MongoStage):
         folder = parts_folder(self.source_md5, self.chunk_rows)
         return MarkerTarget(
             self.bucket,
-            self.derived_key("markers", "interactions", folder, f"part-{self.index:05d}.json"),
+            self.derived_key("markers", "interactions", folder, part_name(self.index, "json")),
             still_valid=self.collection_holds("interactions", "stored"),
         )
 
     def run(self) -> None:
         if self.current_source_md5() != self.source_md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
-        key = self.derived_key(
-            "interactions", parts_folder(self.source_md5, self.chunk_rows), f"part-{self.index:05d}.npy"
-        )
+        key = PrepareRatings().parts_key(part_name(self.index, "npy"), self.source_md5, self.chunk_rows)
         records = unpack_part(self.bucket.read_bytes(key), self.bucket.uri(key))
         map_key = LoadMovies().map_key()
         movie_ids = _movie_ids(self.bucket, map_key, self.bucket.md5_hex(map_key))
