@@ -1,28 +1,53 @@
-"""Redis: publishing the popular list as the API's fallback.
+"""Redis: the lists the API reads, published atomically, and the rule for when to publish.
 
-The only module that talks to Redis. One ``SET key value EX ttl`` replaces the value and
-its TTL in a single atomic command, so a reader sees the old list or the new one and the
-key is never missing or half-written during an update.
+The only module that talks to Redis. One ``SET key value EX ttl`` replaces a value and
+its TTL in a single atomic command, so a reader sees the old list or the new one and a
+key is never missing or half-written during an update. Many keys go out pipelined, in
+batches.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 import redis
 
 from mlrec_luigi.settings import redact
 
 CONNECT_TIMEOUT_S = 10
+PUBLISH_BATCH = 1_000
+
+PUBLISHED = "published"
+KEPT_PREVIOUS = "kept_previous"  # an empty list never replaces the published one
+NO_REDIS = "no_redis"  # REDIS_URL unset: computed and recorded, not published
+NOT_LIVE = "not_live"  # a backfill: the live key belongs to the newest date run
 
 
 class RedisUnavailable(RuntimeError):
     """Redis cannot be reached or refused the write; the message names the (redacted) URL."""
 
 
+def publish_policy(redis_url: str | None, values: Sequence[str], live: bool = True) -> str:
+    """Whether a list is published (:data:`PUBLISHED`), or why not."""
+    if not values:
+        return KEPT_PREVIOUS
+    if redis_url is None:
+        return NO_REDIS
+    return PUBLISHED if live else NOT_LIVE
+
+
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
+
+
+def _failed(url: str, action: str, error: Exception) -> RedisUnavailable:
+    return RedisUnavailable(f"REDIS_URL {redact(url)}: cannot {action}: {redact(str(error))}")
+
+
+def encode_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
 
 
 def publish_list(url: str, key: str, values: Sequence[str], ttl_seconds: int) -> None:
@@ -31,19 +56,55 @@ def publish_list(url: str, key: str, values: Sequence[str], ttl_seconds: int) ->
     Raises:
         RedisUnavailable: the server cannot be reached or refused the write.
     """
-    payload = json.dumps(list(values), separators=(",", ":"))
     try:
         with _client(url) as client:
-            client.set(key, payload, ex=ttl_seconds)
+            client.set(key, encode_list(values), ex=ttl_seconds)
     except (redis.RedisError, ValueError) as error:
-        raise RedisUnavailable(f"REDIS_URL {redact(url)}: cannot publish {key}: {redact(str(error))}") from None
+        raise _failed(url, f"publish {key}", error) from None
+
+
+def publish_lists(url: str, lists: Iterable[tuple[str, Sequence[str]]], ttl_seconds: int) -> Iterator[int]:
+    """Store many ``(key, values)`` lists, each with one ``SET … EX``, pipelined in batches.
+
+    Yields the number of keys stored after each batch.
+    """
+    done = 0
+    lists = iter(lists)
+    try:
+        with _client(url) as client:
+            while batch := list(islice(lists, PUBLISH_BATCH)):
+                pipe = client.pipeline(transaction=False)
+                for key, values in batch:
+                    pipe.set(key, encode_list(values), ex=ttl_seconds)
+                pipe.execute()
+                done += len(batch)
+                yield done
+    except (redis.RedisError, ValueError) as error:
+        raise _failed(url, "publish lists", error) from None
 
 
 def read_list(url: str, key: str) -> list[str] | None:
     """The JSON list stored under ``key``, or None when it is missing."""
+    return read_lists(url, [key])[0]
+
+
+def read_lists(url: str, keys: Sequence[str]) -> list[list[str] | None]:
+    """The JSON lists stored under ``keys`` (None where missing), in one round trip."""
     try:
         with _client(url) as client:
-            raw = client.get(key)
+            raw = client.mget(list(keys)) if keys else []
     except (redis.RedisError, ValueError) as error:
-        raise RedisUnavailable(f"REDIS_URL {redact(url)}: cannot read {key}: {redact(str(error))}") from None
-    return None if raw is None else json.loads(raw)
+        raise _failed(url, f"read {len(keys)} key(s)", error) from None
+    return [None if value is None else json.loads(value) for value in raw]
+
+
+def ttls(url: str, keys: Sequence[str]) -> list[int]:
+    """The remaining TTL of each key in seconds (-1: none, -2: missing)."""
+    try:
+        with _client(url) as client:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.ttl(key)
+            return [int(t) for t in pipe.execute()]
+    except (redis.RedisError, ValueError) as error:
+        raise _failed(url, "read TTLs", error) from None

@@ -22,6 +22,20 @@ from bson.raw_bson import RawBSONDocument
 
 INTERACTION_SOURCE = "movielens"
 RATE = "rate"
+# Which release and part of the ratings a MovieLens interaction came from
+# (``<zip md5[:12]>-r<part rows>-p<part>``): the stored count of one part, or of one release,
+# is then one index-served count, and a new release replaces exactly the documents of the old one.
+PART_FIELD = "movielens_part"
+
+
+def part_tag(source_md5: str, chunk_rows: int, index: int) -> str:
+    """The ``movielens_part`` of the interactions loaded from one ratings part."""
+    return f"{release_prefix(source_md5, chunk_rows)}{index:05d}"
+
+
+def release_prefix(source_md5: str, chunk_rows: int) -> str:
+    """What the ``movielens_part`` of every interaction of one release starts with."""
+    return f"{source_md5[:12]}-r{chunk_rows}-p"
 
 
 def movie_document(movie: Mapping[str, Any], embedding: Sequence[float], model_name: str) -> dict[str, Any]:
@@ -91,18 +105,19 @@ _TIMESTAMP = _cstring_element(0x09, "timestamp")
 _SOURCE = _string_element("source", INTERACTION_SOURCE)
 
 
-def interaction_bson(records: np.ndarray, movie_ids: MovieIds) -> tuple[list[RawBSONDocument], int]:
+def interaction_bson(records: np.ndarray, movie_ids: MovieIds, part: str) -> tuple[list[RawBSONDocument], int]:
     """``interactions`` documents, encoded to BSON with numpy, for the ratings of known movies.
 
     Call it inside :func:`cyclic_gc_paused` for batches of many thousand ratings.
 
     The documents equal those a dict per rating would give, field for field (``_id``,
-    ``userId``, ``movieId``, ``type``, ``value``, ``timestamp``, ``source``); building
+    ``userId``, ``movieId``, ``type``, ``value``, ``timestamp``, ``source``, ``movielens_part``); building
     them a column at a time rather than a dict at a time is what makes the load fast.
 
     Args:
         records: :data:`~mlrec_luigi.movielens.RATING_RECORD` rows.
         movie_ids: the lookup of ``movies._id`` by MovieLens movieId.
+        part: the documents' ``movielens_part`` (:func:`part_tag`).
 
     Returns:
         The documents, and how many ratings were skipped because their movie is unknown.
@@ -116,7 +131,7 @@ def interaction_bson(records: np.ndarray, movie_ids: MovieIds) -> tuple[list[Raw
     documents: list[RawBSONDocument] = []
     for width in np.unique(widths).tolist():
         rows = widths == width
-        documents.extend(_encode_same_width(records[rows], hex_ids[rows], width))
+        documents.extend(_encode_same_width(records[rows], hex_ids[rows], width, part))
     return documents, int((~known).sum())
 
 
@@ -130,8 +145,9 @@ def _decimal_digits(numbers: np.ndarray, width: int) -> np.ndarray:
     return digits
 
 
-def _encode_same_width(records: np.ndarray, hex_ids: np.ndarray, width: int) -> list[RawBSONDocument]:
+def _encode_same_width(records: np.ndarray, hex_ids: np.ndarray, width: int, part: str) -> list[RawBSONDocument]:
     """Documents whose userId has ``width`` digits: all the same length, so one 2-D byte array."""
+    tail = _SOURCE + _string_element(PART_FIELD, part) + b"\0"
     fields: list[tuple[bytes | np.ndarray, int]] = [
         (_ID, len(_ID)),
         (_object_id_bytes(records["timestamp"], records["userId"], records["movieId"]), 12),
@@ -143,7 +159,7 @@ def _encode_same_width(records: np.ndarray, hex_ids: np.ndarray, width: int) -> 
         (records["rating"].astype("<f8").view(np.uint8).reshape(-1, 8), 8),
         (_TIMESTAMP, len(_TIMESTAMP)),
         ((records["timestamp"].astype("<i8") * 1000).view(np.uint8).reshape(-1, 8), 8),
-        (_SOURCE + b"\0", len(_SOURCE) + 1),
+        (tail, len(tail)),
     ]
     size = 4 + sum(span for _, span in fields)  # the document's length prefix counts itself
     matrix = np.empty((len(records), size), dtype=np.uint8)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,13 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+PROGRESS_EVERY_BATCHES = 4
+UNIT_NORM_TOLERANCE = 1e-3
 PACKAGED_MODEL_NAMES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+
+
+class ChunkDamaged(ValueError):
+    """An embedding chunk cannot be read or holds vectors that are not unit length."""
 
 
 class ModelError(RuntimeError):
@@ -40,11 +45,6 @@ def resolve_model(name: str) -> str:
             return name
         return str(get_model_path())
     return name
-
-
-def model_slug(name: str) -> str:
-    """A path-safe name for the model, used in the chunks' location."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")) or "model"
 
 
 @functools.cache
@@ -77,16 +77,31 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", offline:
     return model
 
 
-def encode(model: SentenceTransformer, texts: Sequence[str], batch_size: int) -> np.ndarray:
-    """Unit-length float32 embeddings of ``texts``, one row per text."""
-    vectors = model.encode(
-        list(texts),
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=False,
-    )
-    vectors = np.asarray(vectors, dtype=np.float32)
+def encode(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Unit-length float32 embeddings of ``texts``, one row per text.
+
+    ``on_progress(texts_done)`` is called every few batches.
+    """
+    step = batch_size * PROGRESS_EVERY_BATCHES
+    parts = []
+    for start in range(0, len(texts), step):
+        parts.append(
+            model.encode(
+                list(texts[start : start + step]),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        )
+        if on_progress:
+            on_progress(min(start + step, len(texts)))
+    vectors = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.empty((0, 0), np.float32)
     # Normalize again in float32: a bf16 model normalizes at bf16 precision.
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -122,9 +137,31 @@ def pack_chunk(movie_ids: Sequence[int], vectors: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_chunk(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """The movieIds and the embeddings of one chunk file."""
-    rows = np.load(io.BytesIO(data), allow_pickle=False)
+def unpack_chunk(data: bytes, label: str = "chunk") -> tuple[np.ndarray, np.ndarray]:
+    """The movieIds and the embeddings of one chunk file.
+
+    Raises:
+        ChunkDamaged: naming ``label``: truncated or not an embedding chunk.
+    """
+    try:
+        rows = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        raise ChunkDamaged(f"{label} is not a readable .npy file ({error})") from None
     if rows.dtype.names != ("movieId", "embedding"):
-        raise ValueError(f"not an embedding chunk: fields {rows.dtype.names}")
+        raise ChunkDamaged(f"{label} is not an embedding chunk: fields {rows.dtype.names}")
     return rows["movieId"], rows["embedding"]
+
+
+def vectors_by_movie(chunks: Iterable[tuple[str, bytes]]) -> dict[int, np.ndarray]:
+    """movieId → embedding, from ``(label, chunk bytes)`` pairs.
+
+    Raises:
+        ChunkDamaged: naming the chunk: unreadable, or its vectors are not unit length.
+    """
+    vectors: dict[int, np.ndarray] = {}
+    for label, data in chunks:
+        movie_ids, rows = unpack_chunk(data, label)
+        if len(rows) and np.abs(np.linalg.norm(rows, axis=1) - 1).max() > UNIT_NORM_TOLERANCE:
+            raise ChunkDamaged(f"{label} holds embeddings that are not unit length")
+        vectors.update(zip(movie_ids.tolist(), rows, strict=True))
+    return vectors

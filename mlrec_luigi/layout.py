@@ -1,22 +1,35 @@
 """Where every output lives in the bucket: the one place that names the keys.
 
-``<p>`` is ``GCS_DATASET_PATH``, ``<ds>`` the zip's name without .zip::
+``<p>`` is ``GCS_DATASET_PATH``, ``<ds>`` the zip's name without .zip, ``<z>`` the first 12
+hex digits of the zip's md5::
 
-    <p>/<zip>                                           the MovieLens zip (DownloadMovieLens)
-    <p>/<ds>/embeddings/<model>/<md5>-c<size>/chunk-NNNNN.npy   (EmbeddingChunk)
-    <p>/<ds>/embeddings/<model>/manifest.json           (Embeddings)
-    <p>/<ds>/movie_id_map.json                          (LoadMovies)
-    <p>/<ds>/markers/load_movies.json                   (LoadMovies)
-    <p>/<ds>/interactions/<md5>-r<rows>/part-NNNNN.npy, manifest.json   (PrepareRatings)
-    <p>/<ds>/markers/interactions/<md5>-r<rows>/part-NNNNN.json        (InteractionsChunk)
-    <p>/<ds>/markers/load_interactions.json             (LoadInteractions)
-    <p>/<ds>/markers/popular/<date>.json                (UpdatePopular)
-    <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json   the run manifest (UpdatePopular)
+    <p>/<zip>                                                  the MovieLens zip (DownloadMovieLens)
+    <p>/<ds>/embeddings/<model>/<z>-c<size>/chunk-NNNNN.npy    (EmbeddingChunk)
+    <p>/<ds>/embeddings/<model>/manifest.json                  (Embeddings)
+    <p>/<ds>/movie_id_map.json                                 (LoadMovies)
+    <p>/<ds>/markers/load_movies.json                          (LoadMovies)
+    <p>/<ds>/interactions/<z>-r<rows>/part-NNNNN.npy, manifest.json     (PrepareRatings)
+    <p>/<ds>/markers/interactions/<z>-r<rows>/part-NNNNN.json          (InteractionsChunk)
+    <p>/<ds>/markers/load_interactions.json                    (LoadInteractions)
+    <p>/<ds>/markers/popular/<date>.json, popular/live.json    (UpdatePopular)
+    <p>/<ds>/similar/<model>/<z>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock)
+    <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
+    <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json     the run manifest (DailyRun)
+
+Every function takes plain values and returns a key; nothing here reads the bucket.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 from mlrec_luigi.settings import Settings
+
+
+def model_slug(name: str) -> str:
+    """A path-safe name for a model, used in the keys of what it made."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")) or "model"
 
 
 def zip_key(settings: Settings) -> str:
@@ -29,8 +42,59 @@ def derived_key(settings: Settings, *parts: str) -> str:
     return "/".join([f"{settings.dataset_prefix}{settings.dataset_name}", *parts])
 
 
+def release_tag(source_md5: str) -> str:
+    """The short name of one zip's content, in keys and in MongoDB documents."""
+    return source_md5[:12]
+
+
+def embedding_chunk_key(settings: Settings, model: str, source_md5: str, chunk_size: int, index: int) -> str:
+    folder = f"{release_tag(source_md5)}-c{chunk_size}"
+    return derived_key(settings, "embeddings", model_slug(model), folder, f"chunk-{index:05d}.npy")
+
+
+def embeddings_manifest_key(settings: Settings, model: str) -> str:
+    return derived_key(settings, "embeddings", model_slug(model), "manifest.json")
+
+
 def movie_id_map_key(settings: Settings) -> str:
     return derived_key(settings, "movie_id_map.json")
+
+
+def marker_key(settings: Settings, stage: str) -> str:
+    """The marker of a stage that has one per dataset (``load_movies``, ``load_interactions``...)."""
+    return derived_key(settings, "markers", f"{stage}.json")
+
+
+def parts_folder(source_md5: str, chunk_rows: int) -> str:
+    """The folder of one zip's ratings parts (and of their chunk markers), for one part size."""
+    return f"{release_tag(source_md5)}-r{chunk_rows}"
+
+
+def ratings_part_key(settings: Settings, source_md5: str, chunk_rows: int, index: int) -> str:
+    return derived_key(settings, "interactions", parts_folder(source_md5, chunk_rows), f"part-{index:05d}.npy")
+
+
+def ratings_manifest_key(settings: Settings, source_md5: str, chunk_rows: int) -> str:
+    return derived_key(settings, "interactions", parts_folder(source_md5, chunk_rows), "manifest.json")
+
+
+def interactions_chunk_marker_key(settings: Settings, source_md5: str, chunk_rows: int, index: int) -> str:
+    folder = parts_folder(source_md5, chunk_rows)
+    return derived_key(settings, "markers", "interactions", folder, f"part-{index:05d}.json")
+
+
+def popular_marker_key(settings: Settings, date: dt.date) -> str:
+    return derived_key(settings, "markers", "popular", f"{date.isoformat()}.json")
+
+
+def popular_live_key(settings: Settings) -> str:
+    """Which date's list is live in Redis: the newest date run, never a backfill."""
+    return derived_key(settings, "markers", "popular", "live.json")
+
+
+def similar_block_key(settings: Settings, model: str, source_md5: str, top_n: int, block_rows: int, index: int) -> str:
+    folder = f"{release_tag(source_md5)}-k{top_n}-b{block_rows}"
+    return derived_key(settings, "similar", model_slug(model), folder, f"block-{index:05d}.npy")
 
 
 def run_key(settings: Settings, name: str = "latest.json") -> str:

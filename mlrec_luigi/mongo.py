@@ -1,7 +1,7 @@
 """MongoDB: the client, the indexes the API's queries need, and the bulk writes.
 
 The only module that talks to MongoDB. ``mongomock://`` gives an in-process, in-memory
-stand-in (nothing survives the process) so the pipeline can be tried with no server.
+stand-in (``standins.py``; nothing survives the process) so the pipeline can be tried with no server.
 """
 
 from __future__ import annotations
@@ -12,25 +12,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import bson
 import numpy as np
 import pymongo
 from bson import ObjectId
-from bson.codec_options import CodecOptions
-from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from mlrec_luigi.documents import MovieIds, cyclic_gc_paused, interaction_bson
-from mlrec_luigi.settings import SettingsError, redact
+from mlrec_luigi import standins
+from mlrec_luigi.documents import PART_FIELD, MovieIds, cyclic_gc_paused, interaction_bson
+from mlrec_luigi.settings import Settings, SettingsError, redact
 
 DUPLICATE_KEY = 11000
 SERVER_SELECTION_TIMEOUT_MS = 10_000
 MOVIE_BATCH = 500
 _MISSING = object()
-_MOCK_CODEC: CodecOptions = CodecOptions(tz_aware=True)
 
 MOVIE_INDEXES = [
     IndexModel([("movieId_ml", ASCENDING)], unique=True, name="movieId_ml_unique"),
@@ -48,11 +45,25 @@ INTERACTION_INDEXES = [
     IndexModel([("type", ASCENDING), ("timestamp", DESCENDING), ("value", ASCENDING)], name="type_time_value"),
     # The newest interaction of any type ends the popularity window.
     IndexModel([("timestamp", DESCENDING)], name="time"),
+    # Counting and replacing what one release or part of the ratings stored.
+    IndexModel([(PART_FIELD, ASCENDING)], name=PART_FIELD),
 ]
 
 
 class MongoUnavailable(RuntimeError):
     """MongoDB cannot be reached; the message names the (redacted) URI."""
+
+
+def open_mongo(settings: Settings) -> Database:
+    """The pipeline's database, as the settings name it (``mongomock://``: the in-process stand-in).
+
+    Raises:
+        SettingsError: ``MONGODB_URI`` is not set.
+        MongoUnavailable: the server does not answer within 10 s or refuses the URI.
+    """
+    if not settings.mongodb_uri:
+        raise SettingsError("MONGODB_URI is not set: the pipeline needs a MongoDB to write to")
+    return connect(settings.mongodb_uri)[settings.mongodb_database]
 
 
 def connect(uri: str) -> pymongo.MongoClient:
@@ -63,21 +74,15 @@ def connect(uri: str) -> pymongo.MongoClient:
     Raises:
         MongoUnavailable: the server does not answer within 10 s or the URI is invalid.
     """
-    if uri.startswith("mongomock://"):
-        client, created_in = _mongomock_client()
-        if created_in != os.getpid():
-            raise SettingsError(
-                "MONGODB_URI=mongomock:// keeps its data inside one process, and this task runs in a "
-                "worker process of its own: run with --workers 1, or give a real MongoDB"
-            )
-        return client
+    if uri.startswith(standins.MONGOMOCK_SCHEME):
+        return standins.mongomock_client()
     return _connect(uri, os.getpid())
 
 
 def forget_clients() -> None:
     """Drop the cached clients (and mongomock's data): for tests and benchmarks that change settings."""
     _connect.cache_clear()
-    _mongomock_client.cache_clear()
+    standins.forget_mongomock()
 
 
 @functools.cache
@@ -89,31 +94,17 @@ def _connect(uri: str, pid: int) -> pymongo.MongoClient:
         client: pymongo.MongoClient = pymongo.MongoClient(uri, **options)
         client.admin.command("ping")
     except (PyMongoError, ValueError) as error:
-        raise MongoUnavailable(f"MONGODB_URI {redact(uri)} is unusable: {redact(str(error))}") from None
+        # The driver's text can quote pieces of a malformed URI (its password included):
+        # only the error's kind goes out, with the redacted URI.
+        reason = (
+            redact(str(error)) if isinstance(error, PyMongoError) and not _quotes_uri(error) else type(error).__name__
+        )
+        raise MongoUnavailable(f"MONGODB_URI {redact(uri)} is unusable: {reason}") from None
     return client
 
 
-@functools.cache
-def _mongomock_client() -> tuple[pymongo.MongoClient, int]:
-    import mongomock
-    from mongomock.collection import BulkOperationBuilder
-
-    # mongomock 4.3 predates pymongo 4.11's `sort` argument of UpdateOne/ReplaceOne.
-    for method in ("add_update", "add_replace"):
-        original = getattr(BulkOperationBuilder, method)
-        if not getattr(original, "_accepts_sort", False):
-
-            def accepting_sort(self: Any, *args: Any, _original: Any = original, sort: Any = None, **kw: Any) -> Any:
-                return _original(self, *args, **kw)
-
-            accepting_sort._accepts_sort = True  # type: ignore[attr-defined]
-            setattr(BulkOperationBuilder, method, accepting_sort)
-    return mongomock.MongoClient(tz_aware=True), os.getpid()  # type: ignore[return-value]
-
-
-def database(uri: str, name: str) -> Database:
-    """The pipeline's database."""
-    return connect(uri)[name]
+def _quotes_uri(error: Exception) -> bool:
+    return isinstance(error, pymongo.errors.ConfigurationError | pymongo.errors.InvalidURI)
 
 
 def ensure_indexes(collection: Collection, indexes: Sequence[IndexModel]) -> None:
@@ -130,8 +121,14 @@ class UpsertCounts:
     unchanged: int
 
 
-def upsert_movies(collection: Collection, documents: Iterable[dict[str, Any]]) -> UpsertCounts:
+def upsert_movies(
+    collection: Collection, documents: Iterable[dict[str, Any]], recorded_ids: Mapping[int, str] | None = None
+) -> UpsertCounts:
     """Upsert movies by ``movieId_ml``: existing ``_id``s are kept, nothing is deleted.
+
+    A movie missing from the collection gets back the ``_id`` recorded for it in
+    ``recorded_ids`` (the last ``movie_id_map.json``), so a movie deleted by hand and
+    loaded again keeps the ``_id`` its interactions point to; a new movie gets a new one.
 
     Reads the stored movies first, then inserts the new ones (with fresh ObjectIds) and
     ``$set``s only the fields that differ on the others, so an unchanged rerun writes
@@ -145,7 +142,8 @@ def upsert_movies(collection: Collection, documents: Iterable[dict[str, Any]]) -
     for document in documents:
         current = stored.get(document["movieId_ml"])
         if current is None:
-            new.append({"_id": ObjectId(), **document})
+            recorded = (recorded_ids or {}).get(document["movieId_ml"])
+            new.append({"_id": ObjectId(recorded) if recorded else ObjectId(), **document})
             continue
         changed = {name: value for name, value in document.items() if current.get(name, _MISSING) != value}
         if changed:
@@ -157,6 +155,7 @@ def upsert_movies(collection: Collection, documents: Iterable[dict[str, Any]]) -
         added, lost_races = insert_new(collection, batch)
         inserted += added
         if lost_races:
+            batch = [batch[i] for i in lost_races]
             winners = {
                 doc["movieId_ml"]: doc["_id"]
                 for doc in collection.find({"movieId_ml": {"$in": [d["movieId_ml"] for d in batch]}}, {"movieId_ml": 1})
@@ -177,38 +176,30 @@ def movie_id_map(collection: Collection) -> dict[int, str]:
     return {int(doc["movieId_ml"]): str(doc["_id"]) for doc in cursor}
 
 
-def insert_new(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+def insert_new(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> tuple[int, list[int]]:
     """Insert documents with deterministic ``_id``s; those already stored are left alone.
 
-    Already-encoded documents (:class:`RawBSONDocument`) go out as one ``insert`` command:
-    the same message ``insert_many`` sends, without its per-document Python bookkeeping,
-    which costs more than the encoding itself.
+    One unordered ``insert_many``: it carries the collection's write concern (the URI's
+    ``w=majority``, say) and is retried once on a network error as a retryable write.
+    Already-encoded documents (:class:`RawBSONDocument`) go out as they are.
 
     Returns:
-        (inserted, already present).
+        (how many were inserted, the positions in ``documents`` of those already stored).
 
     Raises:
         BulkWriteError: for any write error other than a duplicate key.
     """
     if not documents:
-        return 0, 0
-    if not isinstance(collection, Collection):  # mongomock stores dicts, not BSON
-        documents = [bson.decode(d.raw, _MOCK_CODEC) if isinstance(d, RawBSONDocument) else d for d in documents]
-    elif isinstance(documents[0], RawBSONDocument):
-        reply = collection.database.command({"insert": collection.name, "documents": documents, "ordered": False})
-        return _inserted_and_duplicates({"nInserted": reply["n"], "writeErrors": reply.get("writeErrors", [])})
+        return 0, []
+    documents = standins.documents_for(collection, documents)
     try:
         collection.insert_many(documents, ordered=False)
     except BulkWriteError as error:
-        return _inserted_and_duplicates(error.details)
-    return len(documents), 0
-
-
-def _inserted_and_duplicates(details: Mapping[str, Any]) -> tuple[int, int]:
-    errors = details["writeErrors"]
-    if any(e["code"] != DUPLICATE_KEY for e in errors):
-        raise BulkWriteError(dict(details))
-    return details["nInserted"], len(errors)
+        errors = error.details["writeErrors"]
+        if any(e["code"] != DUPLICATE_KEY for e in errors):
+            raise
+        return error.details["nInserted"], sorted(e["index"] for e in errors)
+    return len(documents), []
 
 
 @dataclass(frozen=True)
@@ -216,6 +207,7 @@ class InsertCounts:
     """What a load of interactions did."""
 
     inserted: int
+    updated: int
     already_present: int
     unknown_movie: int
 
@@ -224,25 +216,68 @@ def insert_interactions(
     collection: Collection,
     records: np.ndarray,
     movie_ids: MovieIds,
+    part: str,
     batch_rows: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> InsertCounts:
-    """Insert the interactions of ``records`` (:data:`~mlrec_luigi.documents.RATING_RECORD`) not yet stored.
+    """Store the interactions of ``records`` (:data:`~mlrec_luigi.documents.RATING_RECORD`) as part ``part``.
 
-    Batches of ``batch_rows`` are encoded to BSON and sent one at a time, so memory stays
-    bounded; ``on_batch(rows_done)`` is called after each. Ratings of movies missing from
-    ``movie_ids`` are skipped and counted.
+    New ratings are inserted; a rating already stored from another part or release (same
+    user, movie and time, so the same ``_id``) gets this part's value and ``movielens_part``;
+    one already stored from this part is left alone. Batches of ``batch_rows`` are encoded
+    to BSON and sent one at a time, so memory stays bounded; ``on_batch(rows_done)`` is
+    called after each. Ratings of movies missing from ``movie_ids`` are skipped and counted.
     """
-    inserted = present = unknown = 0
+    inserted = updated = present = unknown = 0
     for start in range(0, len(records), batch_rows):
         with cyclic_gc_paused():
-            documents, skipped = interaction_bson(records[start : start + batch_rows], movie_ids)
-            added, existing = insert_new(collection, documents)
+            documents, skipped = interaction_bson(records[start : start + batch_rows], movie_ids, part)
+            added, stored_before = insert_new(collection, documents)
+            changed = _take_over(collection, [documents[i] for i in stored_before], part)
             del documents
-        inserted, present, unknown = inserted + added, present + existing, unknown + skipped
+        inserted, updated = inserted + added, updated + changed
+        present, unknown = present + len(stored_before) - changed, unknown + skipped
         if on_batch:
             on_batch(min(start + batch_rows, len(records)))
-    return InsertCounts(inserted, present, unknown)
+    return InsertCounts(inserted, updated, present, unknown)
+
+
+def _take_over(collection: Collection, documents: Sequence[Mapping[str, Any]], part: str) -> int:
+    """Give stored ratings of another part or release this part's values; how many changed."""
+    if not documents:
+        return 0
+    changes = [
+        UpdateOne(
+            {"_id": doc["_id"], PART_FIELD: {"$ne": part}},
+            {"$set": {"movieId": doc["movieId"], "value": doc["value"], PART_FIELD: part}},
+        )
+        for doc in documents
+    ]
+    return collection.bulk_write(changes, ordered=False).modified_count
+
+
+def count_parts(collection: Collection, parts: Sequence[str]) -> int:
+    """How many interactions are stored from the ratings parts ``parts`` (index-served)."""
+    return collection.count_documents({PART_FIELD: parts[0] if len(parts) == 1 else {"$in": list(parts)}})
+
+
+def remove_other_parts(collection: Collection, parts: Sequence[str]) -> int:
+    """Delete the MovieLens interactions of every part not in ``parts`` (an older release); how many.
+
+    The API's own interactions carry no ``source`` and are never touched.
+    """
+    return collection.delete_many({"source": "movielens", PART_FIELD: {"$nin": list(parts)}}).deleted_count
+
+
+def count_movies(collection: Collection) -> int:
+    """How many MovieLens movies ``movies`` holds."""
+    return collection.count_documents({"movieId_ml": {"$exists": True}})
+
+
+def existing_ids(collection: Collection, hex_ids: Sequence[str]) -> set[str]:
+    """Those of ``hex_ids`` that are ``_id``s of documents in ``collection``."""
+    found = collection.find({"_id": {"$in": [ObjectId(h) for h in hex_ids if ObjectId.is_valid(h)]}}, {"_id": 1})
+    return {str(doc["_id"]) for doc in found}
 
 
 def estimated_count(collection: Collection) -> int:

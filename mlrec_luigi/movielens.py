@@ -11,7 +11,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -321,54 +321,151 @@ class RatingsCounts:
 
     rows: int = 0
     rejected: int = 0
+    duplicates: int = 0
     skipped_unknown_movie: int = 0
     records: int = 0
+    parts: int = 0
     rejected_examples: list[str] = field(default_factory=list)
+    duplicate_examples: list[str] = field(default_factory=list)
 
 
-def ratings_parts(
+@dataclass(frozen=True)
+class RatingsLimits:
+    """How ratings.csv is cut into parts, and how much bad data is tolerated."""
+
+    part_rows: int
+    max_member_bytes: int
+    max_rejected_rows: int = 0
+    max_unknown_fraction: float = 0.01
+    read_rows: int = 100_000
+
+
+def rating_keys(user_ids: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """One uint64 per (userId, movieId): a user rates a movie once."""
+    return (user_ids.astype(np.uint64) << np.uint64(32)) | movie_ids.astype(np.uint64)
+
+
+def prepare_ratings(
     zip_path: Path,
     known_movie_ids: np.ndarray,
-    part_rows: int,
-    max_member_bytes: int,
-    max_rejected_rows: int,
-    counts: RatingsCounts,
-    read_rows: int = 100_000,
-) -> Iterator[np.ndarray]:
-    """Stream ratings.csv as parts of ``part_rows`` valid ratings of known movies (:data:`RATING_RECORD`).
+    limits: RatingsLimits,
+    write_part: Callable[[int, np.ndarray], None],
+    on_read: Callable[[int], None] | None = None,
+) -> RatingsCounts:
+    """Cut ratings.csv into parts of ``limits.part_rows`` valid ratings of known movies (:data:`RATING_RECORD`).
 
-    Ratings of movies missing from ``known_movie_ids`` are dropped and counted; bad rows
-    are counted and described in ``counts``. The last part may be shorter.
+    ``write_part(index, records)`` receives each part in file order. A user rates a movie
+    once: where ratings.csv rates one movie by one user several times, the newest rating
+    is kept (the later row on a tie), the others are counted as duplicates and named by
+    row, and the parts are written again without them (a second and third pass over the
+    file, only then). Memory: 8 bytes per rating for the duplicate check, plus one part.
 
     Raises:
-        DatasetError: more than ``max_rejected_rows`` bad rows (naming the first ones), or
-            the file cannot be parsed or lacks a column.
+        DatasetError: more bad rows than ``limits.max_rejected_rows`` or more ratings of
+            unknown movies than ``limits.max_unknown_fraction`` (naming rows), or the
+            file cannot be parsed or lacks a column.
     """
+    counts = RatingsCounts()
+    keys: list[np.ndarray] = []
+    _split_ratings(zip_path, known_movie_ids, limits, counts, write_part, on_read, keys=keys)
+    check_unknown_movies(counts, limits.max_unknown_fraction)
+    repeated = _repeated(keys)
+    del keys
+    if not len(repeated):
+        return counts
+    losers, examples = _older_duplicates(zip_path, known_movie_ids, limits, repeated)
+    counts = RatingsCounts(duplicate_examples=examples)
+    _split_ratings(zip_path, known_movie_ids, limits, counts, write_part, on_read, drop_rows=losers)
+    return counts
+
+
+def _repeated(keys: list[np.ndarray]) -> np.ndarray:
+    """The keys that occur more than once, sorted."""
+    if not keys:
+        return np.empty(0, dtype=np.uint64)
+    joined = np.concatenate(keys)
+    joined.sort()
+    return np.unique(joined[1:][joined[1:] == joined[:-1]])
+
+
+def _valid_known(
+    zip_path: Path, known_movie_ids: np.ndarray, limits: RatingsLimits, counts: RatingsCounts
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(records, their 1-based data rows) of the valid ratings of known movies, a read chunk at a time."""
     known_movie_ids = np.sort(known_movie_ids)
-    pending: list[np.ndarray] = []
-    buffered = 0
-    for chunk in iter_ratings(zip_path, read_rows, max_member_bytes):
+    for chunk in iter_ratings(zip_path, limits.read_rows, limits.max_member_bytes):
         counts.rejected += chunk.rejected
         counts.rejected_examples.extend(chunk.rejected_examples[: MAX_REPORTED_ROWS - len(counts.rejected_examples)])
-        if counts.rejected > max_rejected_rows:
+        if counts.rejected > limits.max_rejected_rows:
             raise DatasetError(
                 f"{counts.rejected} bad row(s) in ratings.csv, more than INTERACTIONS_MAX_REJECTED_ROWS="
-                f"{max_rejected_rows}: " + "; ".join(counts.rejected_examples)
+                f"{limits.max_rejected_rows}: " + "; ".join(counts.rejected_examples)
             )
         records = rating_records(chunk.frame)
+        rows = chunk.frame.index.to_numpy() + 1
         known = np.isin(records["movieId"], known_movie_ids)
         counts.rows += len(chunk.frame) + chunk.rejected
-        kept = records[known]
-        counts.skipped_unknown_movie += len(records) - len(kept)
-        counts.records += len(kept)
-        pending.append(kept)
-        buffered += len(kept)
-        while buffered >= part_rows:
+        counts.skipped_unknown_movie += int((~known).sum())
+        yield records[known], rows[known]
+
+
+def _split_ratings(
+    zip_path: Path,
+    known_movie_ids: np.ndarray,
+    limits: RatingsLimits,
+    counts: RatingsCounts,
+    write_part: Callable[[int, np.ndarray], None],
+    on_read: Callable[[int], None] | None,
+    keys: list[np.ndarray] | None = None,
+    drop_rows: np.ndarray | None = None,
+) -> None:
+    pending: list[np.ndarray] = []
+    buffered = 0
+    for records, rows in _valid_known(zip_path, known_movie_ids, limits, counts):
+        if drop_rows is not None:
+            kept = ~np.isin(rows, drop_rows)
+            counts.duplicates += int((~kept).sum())
+            records = records[kept]
+        if keys is not None:
+            keys.append(rating_keys(records["userId"], records["movieId"]))
+        counts.records += len(records)
+        pending.append(records)
+        buffered += len(records)
+        while buffered >= limits.part_rows:
             joined = np.concatenate(pending)
-            yield joined[:part_rows]
-            pending, buffered = [joined[part_rows:]], len(joined) - part_rows
+            write_part(counts.parts, joined[: limits.part_rows])
+            counts.parts += 1
+            pending, buffered = [joined[limits.part_rows :]], len(joined) - limits.part_rows
+        if on_read:
+            on_read(counts.rows)
     if buffered:
-        yield np.concatenate(pending)
+        write_part(counts.parts, np.concatenate(pending))
+        counts.parts += 1
+
+
+def _older_duplicates(
+    zip_path: Path, known_movie_ids: np.ndarray, limits: RatingsLimits, repeated: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of every rating that a newer rating of the same user and movie replaces, and examples."""
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for records, rows in _valid_known(zip_path, known_movie_ids, limits, RatingsCounts()):
+        keys = rating_keys(records["userId"], records["movieId"])
+        hit = np.isin(keys, repeated)
+        found.append((keys[hit], records["timestamp"][hit].astype(np.int64), rows[hit]))
+    keys = np.concatenate([f[0] for f in found])
+    timestamps = np.concatenate([f[1] for f in found])
+    rows = np.concatenate([f[2] for f in found])
+    order = np.lexsort((rows, timestamps, keys))  # per key: oldest first, the later row last on a tie
+    keys, rows = keys[order], rows[order]
+    newest = np.append(keys[1:] != keys[:-1], True)
+    kept_row = {int(k): int(r) for k, r in zip(keys[newest], rows[newest], strict=True)}
+    losers = rows[~newest]
+    examples = [
+        f"ratings.csv row {int(r)}: userId {int(k) >> 32} rated movieId {int(k) & 0xFFFFFFFF} again at row "
+        f"{kept_row[int(k)]}; the newest rating is kept"
+        for k, r in zip(keys[~newest][:MAX_REPORTED_ROWS], losers[:MAX_REPORTED_ROWS], strict=True)
+    ]
+    return np.sort(losers), examples
 
 
 def check_unknown_movies(counts: RatingsCounts, max_fraction: float) -> None:

@@ -9,6 +9,8 @@ Movies are ranked by the number of such ratings, ties broken by ``movies._id`` a
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +49,9 @@ def popularity_window(run_date: dt.date, newest: dt.datetime | None, days: int) 
     return Window(start=end - dt.timedelta(days=days), end=end)
 
 
-def popularity_pipeline(window: Window, min_rating: float, top_n: int) -> list[dict[str, Any]]:
-    """The aggregation that ranks movies inside ``window``."""
-    return [
+def popularity_pipeline(window: Window, min_rating: float, top_n: int | None = None) -> list[dict[str, Any]]:
+    """The aggregation that ranks movies inside ``window`` (the first ``top_n``, or all)."""
+    stages: list[dict[str, Any]] = [
         {
             "$match": {
                 "type": RATE,
@@ -59,8 +61,8 @@ def popularity_pipeline(window: Window, min_rating: float, top_n: int) -> list[d
         },
         {"$group": {"_id": "$movieId", "count": {"$sum": 1}}},
         {"$sort": {"count": -1, "_id": 1}},
-        {"$limit": top_n},
     ]
+    return [*stages, {"$limit": top_n}] if top_n else stages
 
 
 def newest_timestamp(interactions: Collection) -> dt.datetime | None:
@@ -69,10 +71,38 @@ def newest_timestamp(interactions: Collection) -> dt.datetime | None:
     return newest["timestamp"] if newest else None
 
 
-def compute_popular(interactions: Collection, run_date: dt.date, days: int, min_rating: float, top_n: int) -> Popular:
-    """Rank the recently popular movies of ``interactions`` for a run on ``run_date``."""
+def compute_popular(
+    interactions: Collection,
+    run_date: dt.date,
+    days: int,
+    min_rating: float,
+    top_n: int,
+    existing: Callable[[list[str]], set[str]] | None = None,
+) -> Popular:
+    """Rank the recently popular movies of ``interactions`` for a run on ``run_date``.
+
+    ``existing(ids)`` tells which ids are movies that exist: the others (a movie deleted
+    since it was rated) are passed over, so the list never names a movie the API lacks.
+    """
     window = popularity_window(run_date, newest_timestamp(interactions), days)
     if window is None:
         return Popular([], [], None)
-    rows = list(interactions.aggregate(popularity_pipeline(window, min_rating, top_n)))
-    return Popular([str(row["_id"]) for row in rows], [int(row["count"]) for row in rows], window)
+    if existing is None:
+        rows = list(interactions.aggregate(popularity_pipeline(window, min_rating, top_n)))
+        return Popular([str(row["_id"]) for row in rows], [int(row["count"]) for row in rows], window)
+    ids: list[str] = []
+    counts: list[int] = []
+    batch: list[dict[str, Any]] = []
+    cursor = interactions.aggregate(popularity_pipeline(window, min_rating), batchSize=max(2 * top_n, 100))
+    for row in itertools.chain(cursor, [None]):
+        if row is not None:
+            batch.append(row)
+        if batch and (row is None or len(batch) >= 2 * top_n):
+            found = existing([str(r["_id"]) for r in batch])
+            for kept in (r for r in batch if str(r["_id"]) in found):
+                ids.append(str(kept["_id"]))
+                counts.append(int(kept["count"]))
+            batch = []
+            if len(ids) >= top_n:
+                break
+    return Popular(ids[:top_n], counts[:top_n], window)

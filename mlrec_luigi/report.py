@@ -4,8 +4,8 @@
     python -m mlrec_luigi.report --png r.png   also draw the popular movies and the ratings over time
 
 The manifest (``<ds>/runs/<finished>-<date>.json`` and ``<ds>/runs/latest.json``) is written
-by ``UpdatePopular`` at the end of each run: tasks run by that worker with their parameters,
-counts and durations, the source zip's checksum, and the markers of every stage.
+by ``DailyRun`` at the end of each run: the source zip's checksum and the marker of every
+stage, each with the counts and duration of the stage's last run.
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ def build_manifest(
     source: Mapping[str, Any],
     model: str,
     stages: Mapping[str, Any],
-    tasks: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The run manifest as plain JSON values."""
+    finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return {
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "finished": finished,
         "date": date.isoformat(),
         "source": dict(source),
         "embedding_model": model,
         "stages": dict(stages),
-        "tasks": [dict(task) for task in tasks],
     }
 
 
@@ -46,6 +45,7 @@ def summarize(manifest: Mapping[str, Any]) -> str:
     movies = stages.get("load_movies") or {}
     interactions = stages.get("load_interactions") or {}
     popular = stages.get("popular") or {}
+    similar = stages.get("similar_movies") or {}
     lines = [
         f"run finished {manifest['finished']} for date {manifest['date']}",
         f"source  {manifest['source'].get('uri')} md5 {manifest['source'].get('md5')}",
@@ -57,12 +57,15 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         f"{interactions.get('skipped_unknown_movie', '?')} unknown movie, {interactions.get('rejected', '?')} rejected",
         f"popular {popular.get('movies', '?')} movies, window {popular.get('window_start')} .. "
         f"{popular.get('window_end')}, redis: {popular.get('redis')}",
-        "tasks run by this worker:",
+        f"similar {similar.get('movies', '?')} movies x {similar.get('neighbours', '?')} neighbours, "
+        f"redis: {similar.get('redis')}",
+        "stages (last run of each):",
     ]
-    for task in manifest["tasks"]:
-        lines.append(f"  {task['task']:<18} {task['duration_s']:>8.2f} s  {_counts(task.get('counts', {}))}")
-    if not manifest["tasks"]:
-        lines.append("  (none: everything was already complete)")
+    for name, marker in stages.items():
+        run = (marker or {}).get("run") or {}
+        duration = run.get("duration_s")
+        took = f"{duration:>8.2f} s" if isinstance(duration, int | float) else "       ? s"
+        lines.append(f"  {name:<18} {run.get('finished', '?'):<26} {took}  {_counts(run.get('counts', {}))}")
     return "\n".join(lines)
 
 

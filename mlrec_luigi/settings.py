@@ -23,8 +23,16 @@ from dotenv import dotenv_values
 DEFAULT_MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POPULAR_REDIS_KEY = "rec:fallback:popular"
+SIMILAR_REDIS_PREFIX = "rec:item:"
+MIN_SIMILAR_TTL_SECONDS = 86_400  # the API's own cache time: a daily run must refresh keys before they lapse
+MAX_INT = 2**31 - 1
 
-_URI_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
+# scheme://userinfo@ up to the last "@" of the token: a password may hold "/", "#" or "@" raw.
+_URI_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s'\"<>]*)@")
+_PERCENT_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+_MUST_BE_ENCODED = set(":/?#[]@")
+_BAD_DATABASE_CHARS = set('/\\. "$*<>:|?\0')
+MIN_SCRUBBED_SECRET = 3
 
 
 class SettingsError(ValueError):
@@ -32,20 +40,39 @@ class SettingsError(ValueError):
 
 
 def redact(text: str) -> str:
-    """Replace the password of every ``scheme://user:password@`` in ``text`` with ``***``."""
-    return _URI_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Replace the password of every ``scheme://user:password@`` in ``text`` with ``***``.
+
+    The userinfo runs to the last ``@`` of the URI, so a password holding ``/``, ``#``,
+    ``:`` or ``@`` unencoded is hidden whole, not cut at its first odd character.
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        user = match["userinfo"].split(":", 1)[0] if ":" in match["userinfo"] else ""
+        return f"{match['scheme']}{user}:***@"
+
+    return _URI_USERINFO.sub(hide, text)
+
+
+def _raw_password(uri: str) -> str | None:
+    rest = uri.split("://", 1)[1] if "://" in uri else uri
+    if "@" not in rest:
+        return None
+    userinfo = rest.rsplit("@", 1)[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
+
+
+def uri_passwords(uri: str | None) -> list[str]:
+    """The password inside a URI's userinfo, as written and decoded (none when absent)."""
+    raw = _raw_password(uri) if uri else None
+    if not raw:
+        return []
+    return sorted({raw, unquote(raw)}, key=len, reverse=True)
 
 
 def uri_password(uri: str | None) -> str | None:
-    """The password inside a URI's userinfo, or None."""
-    if not uri:
-        return None
-    try:
-        password = urlsplit(uri).password
-    except ValueError:
-        match = _URI_USERINFO.search(uri)
-        password = match["password"] if match else None
-    return unquote(password) if password else None
+    """The decoded password inside a URI's userinfo, or None."""
+    raw = _raw_password(uri) if uri else None
+    return unquote(raw) if raw else None
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,9 @@ class Settings:
     popularity_min_rating: float = 4.0
     popularity_top_n: int = 50
     popularity_ttl_seconds: int = 86_400
+    similar_movies_top_n: int = 10
+    similar_movies_ttl_seconds: int = 90_000
+    similar_movies_block_rows: int = 2048
 
     @property
     def dataset_prefix(self) -> str:
@@ -90,8 +120,9 @@ class Settings:
         return self.movielens_zip_filename.removesuffix(".zip")
 
     def secrets(self) -> list[str]:
-        """Every secret value a log line must never show."""
-        return [s for s in (uri_password(self.mongodb_uri), uri_password(self.redis_url)) if s]
+        """Every secret value a log line must never show (as written and decoded), longest first."""
+        found = {*uri_passwords(self.mongodb_uri), *uri_passwords(self.redis_url)}
+        return sorted((s for s in found if len(s) >= MIN_SCRUBBED_SECRET), key=len, reverse=True)
 
     def describe(self) -> dict[str, object]:
         """All settings as plain values, secrets redacted: safe to log."""
@@ -106,7 +137,7 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int = MAX_INT) -> int:
     raw = _text(env, name)
     if raw is None:
         return default
@@ -114,8 +145,8 @@ def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 1) 
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum:,} and {maximum:,}, got {value:,}")
     return value
 
 
@@ -127,7 +158,7 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
+    if not low <= value <= high:  # NaN too
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
     return value
 
@@ -143,11 +174,18 @@ def _uri(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     value = _text(env, name)
     if value is None:
         return None
+    raw_password = _raw_password(value)
+    if raw_password and (_MUST_BE_ENCODED & set(raw_password) or "%" in _PERCENT_ENCODED.sub("", raw_password)):
+        raise SettingsError(
+            f"{name}: the password holds a character that must be percent-encoded (any of : / ? # [ ] @ %; "
+            f"encode it with urllib.parse.quote_plus): {redact(value)}"
+        )
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as error:
-        raise SettingsError(f"{name} is malformed ({error}): {redact(value)}") from None
+    except ValueError:
+        # Python's message quotes the part it could not read: never show it, it may be the password.
+        raise SettingsError(f"{name} is malformed (its host or port cannot be read): {redact(value)}") from None
     if parts.scheme not in schemes:
         raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {redact(value)}")
     if not parts.netloc and parts.scheme not in ("unix", "mongomock", "file"):
@@ -156,14 +194,28 @@ def _uri(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
 
 
 def _mongodb_database(uri: str | None, env: Mapping[str, str]) -> str:
-    explicit = _text(env, "MONGODB_DATABASE")
-    if explicit:
-        return explicit
-    if uri:
-        path = urlsplit(uri).path.strip("/")
-        if path:
-            return path
-    return "mlrec"
+    name, source = _text(env, "MONGODB_DATABASE"), "MONGODB_DATABASE"
+    if not name and uri:
+        name, source = urlsplit(uri).path.strip("/") or None, "the database of MONGODB_URI"
+    if not name:
+        return "mlrec"
+    bad = sorted(_BAD_DATABASE_CHARS & set(name))
+    if bad or len(name.encode()) > 63:
+        reason = f"holds {' '.join(repr(c) for c in bad)}" if bad else "is longer than 63 bytes"
+        raise SettingsError(f"{source} {name!r} is not a name MongoDB accepts: it {reason}")
+    return name
+
+
+def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
+    """A folder the pipeline creates if needed: refused when it, or a parent, is a file."""
+    path = Path(_text(env, name) or default)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is a file" if candidate == path else f"lies under {candidate}, which is a file"
+                raise SettingsError(f"{name}={path} {what}: it must be a folder")
+            break
+    return path
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path | None = None) -> Settings:
@@ -196,8 +248,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         gcs_bucket_name=_text(values, "GCS_BUCKET_NAME"),
         gcs_dataset_path=values.get("GCS_DATASET_PATH", "datasets/"),
         storage_emulator_host=_text(values, "STORAGE_EMULATOR_HOST"),
-        local_bucket_dir=Path(_text(values, "LOCAL_BUCKET_DIR") or "var/bucket"),
-        cache_dir=Path(_text(values, "CACHE_DIR") or "var/cache"),
+        local_bucket_dir=_folder(values, "LOCAL_BUCKET_DIR", "var/bucket"),
+        cache_dir=_folder(values, "CACHE_DIR", "var/cache"),
         mongodb_uri=mongodb_uri,
         mongodb_database=_mongodb_database(mongodb_uri, values),
         movielens_url=url,
@@ -206,17 +258,23 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         hf_device=_text(values, "HF_DEVICE") or "cpu",
         hf_hub_offline=(_text(values, "HF_HUB_OFFLINE") or "0").lower() in ("1", "true", "yes", "on"),
         embedding_precision=_choice(values, "EMBEDDING_PRECISION", "fp32", ("fp32", "bf16")),
-        embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", 64),
-        embedding_chunk_size=_integer(values, "EMBEDDING_CHUNK_SIZE", 1000),
-        interactions_chunk_rows=_integer(values, "INTERACTIONS_CHUNK_ROWS", 250_000),
+        embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", 64, maximum=65_536),
+        embedding_chunk_size=_integer(values, "EMBEDDING_CHUNK_SIZE", 1000, maximum=10_000_000),
+        interactions_chunk_rows=_integer(values, "INTERACTIONS_CHUNK_ROWS", 250_000, maximum=100_000_000),
         interactions_max_rejected_rows=_integer(values, "INTERACTIONS_MAX_REJECTED_ROWS", 0, minimum=0),
         interactions_max_unknown_fraction=_number(values, "INTERACTIONS_MAX_UNKNOWN_FRACTION", 0.01, 0.0, 1.0),
         max_member_bytes=_integer(values, "MAX_MEMBER_BYTES", 8 * 1024**3),
         redis_url=_uri(values, "REDIS_URL", ("redis", "rediss", "unix")),
-        popularity_recent_days=_integer(values, "POPULARITY_RECENT_DAYS", 7),
+        # 100 years: the window's start stays a date Python and MongoDB can hold.
+        popularity_recent_days=_integer(values, "POPULARITY_RECENT_DAYS", 7, maximum=36_500),
         popularity_min_rating=_number(values, "POPULARITY_MIN_RATING", 4.0, 0.0, 5.0),
-        popularity_top_n=_integer(values, "POPULARITY_TOP_N", 50),
+        popularity_top_n=_integer(values, "POPULARITY_TOP_N", 50, maximum=100_000),
         popularity_ttl_seconds=_integer(values, "POPULARITY_TTL_SECONDS", 86_400),
+        similar_movies_top_n=_integer(values, "SIMILAR_MOVIES_TOP_N", 10, maximum=1_000),
+        similar_movies_ttl_seconds=_integer(
+            values, "SIMILAR_MOVIES_TTL_SECONDS", 90_000, minimum=MIN_SIMILAR_TTL_SECONDS
+        ),
+        similar_movies_block_rows=_integer(values, "SIMILAR_MOVIES_BLOCK_ROWS", 2048, maximum=1_000_000),
     )
 
 

@@ -76,6 +76,21 @@ class Bucket(ABC):
     def write_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Store ``data`` under ``key`` atomically."""
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` unless an object is there already; True when this call stored it.
+
+        For outputs that are the same whoever makes them (a checkpoint chunk): a second
+        writer (another worker or machine) leaves the first one's object alone.
+        """
+        if self.exists(key):
+            return False
+        self.write_bytes(key, data)
+        return True
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix``, sorted."""
+
     @abstractmethod
     def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
         """Store a local file under ``key`` atomically."""
@@ -142,6 +157,13 @@ class LocalBucket(Bucket):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        if not folder.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
 
 @functools.lru_cache(maxsize=64)
 def _cached_file_md5(path: Path, size: int, mtime_ns: int) -> str:
@@ -203,6 +225,27 @@ class GCSBucket(Bucket):
             data, content_type=content_type, checksum="crc32c", retry=DEFAULT_RETRY
         )
 
+    def create(self, key: str, data: bytes) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        try:
+            # if_generation_match=0: only when no object exists; this also makes the upload
+            # safe to retry (the library retries conditional writes only).
+            self._bucket.blob(key).upload_from_string(
+                data, checksum="crc32c", if_generation_match=0, retry=DEFAULT_RETRY
+            )
+        except PreconditionFailed:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(blob.name for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix))
+
+    def open_read(self, key: str) -> BinaryIO:
+        """Stream ``key`` (chunked, retried by the library)."""
+        return self._bucket.blob(key).open("rb")  # type: ignore[return-value]
+
     def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
         from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -233,8 +276,7 @@ class GCSBucket(Bucket):
 def open_gs_url(url: str, emulator_host: str | None = None) -> BinaryIO:
     """Open a ``gs://bucket/key`` URL for streaming reads (chunked, retried by the library)."""
     parts = urlsplit(url)
-    bucket = GCSBucket(parts.netloc, emulator_host)
-    return bucket._bucket.blob(parts.path.lstrip("/")).open("rb")  # type: ignore[return-value]
+    return GCSBucket(parts.netloc, emulator_host).open_read(parts.path.lstrip("/"))
 
 
 def open_bucket(settings: Settings) -> Bucket:
@@ -279,19 +321,26 @@ class MarkerTarget(BucketTarget):
         self.still_valid = still_valid
 
     def read(self) -> dict[str, Any] | None:
+        """The stored marker, or None when it is missing or unreadable."""
         try:
             marker = self.bucket.read_json(self.key)
         except (FileNotFoundError, ValueError):
             return None
         return marker if isinstance(marker, dict) else None
 
-    def exists(self) -> bool:
+    def valid(self) -> dict[str, Any] | None:
+        """The marker, when it is stored and still tells the truth; else None."""
         marker = self.read()
         if marker is None:
-            return False
+            return None
         if any(marker.get(name) != value for name, value in self.expect.items()):
-            return False
-        return self.still_valid is None or self.still_valid(marker)
+            return None
+        if self.still_valid is not None and not self.still_valid(marker):
+            return None
+        return marker
+
+    def exists(self) -> bool:
+        return self.valid() is not None
 
     def write(self, marker: dict[str, Any]) -> None:
         self.bucket.write_json(self.key, {**marker, **self.expect})

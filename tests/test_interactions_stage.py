@@ -17,7 +17,7 @@ import pytest
 from mlrec_luigi import LoadInteractions, LoadMovies, mongo, movielens
 from mlrec_luigi.settings import SettingsError
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import build, build_fails, families
+from tests.conftest import build, families
 from tests.support.zips import small_zip
 
 # Nine ratings of known movies (1..4) and one of movie 9, which movies.csv lacks.
@@ -34,8 +34,9 @@ MARKERS = "datasets/ml/markers"
 
 def test_ratings_parts_cut_known_ratings_into_parts_and_count(tmp_path: Path) -> None:
     zip_path = small_zip(tmp_path / "ml.zip", ratings_csv=RATINGS + "x,1,4.0,1\n")
-    counts = movielens.RatingsCounts()
-    parts = list(movielens.ratings_parts(zip_path, np.array([1, 2, 3, 4]), 4, 10**9, 1, counts, read_rows=3))
+    parts: list[np.ndarray] = []
+    limits = movielens.RatingsLimits(4, 10**9, max_rejected_rows=1, max_unknown_fraction=0.1, read_rows=3)
+    counts = movielens.prepare_ratings(zip_path, np.array([1, 2, 3, 4]), limits, lambda i, p: parts.append(p))
     assert [len(part) for part in parts] == [4, 4, 1]
     assert (counts.rows, counts.records, counts.skipped_unknown_movie, counts.rejected) == (11, 9, 1, 1)
     assert counts.rejected_examples == ["ratings.csv row 11: userId is not a positive 32-bit integer"]
@@ -45,8 +46,9 @@ def test_ratings_parts_cut_known_ratings_into_parts_and_count(tmp_path: Path) ->
     with pytest.raises(movielens.DatasetError, match=r"1 of 11 ratings .* movieId missing from movies\.csv"):
         movielens.check_unknown_movies(counts, 0.05)
     movielens.check_unknown_movies(counts, 0.1)
+    strict = movielens.RatingsLimits(part_rows=4, max_member_bytes=10**9, max_rejected_rows=0)
     with pytest.raises(movielens.DatasetError, match=r"1 bad row.* row 11: userId"):
-        list(movielens.ratings_parts(zip_path, np.array([1]), 4, 10**9, 0, movielens.RatingsCounts()))
+        movielens.prepare_ratings(zip_path, np.array([1]), strict, lambda i, p: None)
 
 
 @pytest.fixture
@@ -91,16 +93,16 @@ def test_two_workers_load_the_chunks_and_a_rerun_loads_only_missing_ones(chunked
     assert interactions.count_documents({}) == KNOWN
 
 
-def test_interactions_deleted_after_a_load_are_noticed_then_reloaded(chunked_env) -> None:
+def test_interactions_deleted_after_a_load_are_noticed_and_their_chunk_reloaded(chunked_env) -> None:
     bucket, interactions = chunked_env
     build(LoadInteractions())
-    interactions.delete_many({"userId": "1"})
-    # LoadInteractions' marker no longer tells the truth; the chunks' markers each still might.
-    summary = build_fails(LoadInteractions())
-    assert families(summary["failed"]) == ["LoadInteractions"]
-    assert chunk_markers(bucket) == []  # removed, so that the next run reloads every chunk
-    build(LoadInteractions())
+    interactions.delete_many({"userId": "1"})  # user 1's three ratings: all in part 0
+    # Each chunk counts its own part's documents: only part 0 runs again, in the same run.
+    summary = build(LoadInteractions())
+    assert [t.index for t in summary["completed"] if t.task_family == "InteractionsChunk"] == [0]
     assert interactions.count_documents({}) == KNOWN
+    marker = bucket.read_json(f"{MARKERS}/load_interactions.json")
+    assert marker["stored"] == KNOWN
 
 
 def test_mongomock_is_refused_in_a_forked_worker() -> None:

@@ -70,7 +70,7 @@ def test_a_new_source_zip_and_a_new_model_produce_new_outputs(small_env, model, 
     bucket = small_env()
     build(LoadMovies())
     settings = get_settings()
-    movies = mongo.database(settings.mongodb_uri, settings.mongodb_database).movies
+    movies = mongo.open_mongo(settings).movies
     ids = {d["movieId_ml"]: d["_id"] for d in movies.find()}
     first_chunks = {p.parent.name for p in Path(settings.local_bucket_dir).rglob("chunk-*.npy")}
 

@@ -52,7 +52,7 @@ def test_database_name_comes_from_the_uri() -> None:
     ("env", "message"),
     [
         ({"EMBEDDING_BATCH_SIZE": "abc"}, "EMBEDDING_BATCH_SIZE must be an integer, got 'abc'"),
-        ({"POPULARITY_TOP_N": "0"}, "POPULARITY_TOP_N must be at least 1, got 0"),
+        ({"POPULARITY_TOP_N": "0"}, "POPULARITY_TOP_N must be between 1 and 100,000, got 0"),
         ({"POPULARITY_MIN_RATING": "9"}, "POPULARITY_MIN_RATING must be between 0.0 and 5.0, got 9.0"),
         ({"MOVIELENS_URL": "ftp://example.org/ml.zip"}, "MOVIELENS_URL must start with https:// or http://"),
         ({"MONGODB_URI": "postgres://u:hunter2@h/db"}, "MONGODB_URI must start with mongodb://"),

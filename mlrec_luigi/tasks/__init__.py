@@ -1,12 +1,15 @@
-"""The Luigi tasks, one module per stage, in pipeline order."""
+"""The Luigi tasks, one module per stage, in pipeline order; ``daily.py`` is the root."""
 
+from mlrec_luigi.tasks.daily import DailyRun
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.embeddings import EmbeddingChunk, Embeddings
 from mlrec_luigi.tasks.interactions import InteractionsChunk, LoadInteractions, PrepareRatings
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.popular import UpdatePopular
+from mlrec_luigi.tasks.similar import SimilarMoviesBlock, UpdateSimilarMovies
 
 __all__ = [
+    "DailyRun",
     "DownloadMovieLens",
     "EmbeddingChunk",
     "Embeddings",
@@ -14,5 +17,7 @@ __all__ = [
     "LoadInteractions",
     "LoadMovies",
     "PrepareRatings",
+    "SimilarMoviesBlock",
     "UpdatePopular",
+    "UpdateSimilarMovies",
 ]

@@ -1,31 +1,42 @@
-"""What every stage shares: settings, the bucket, the keys of its outputs, a JSON summary.
+"""What every stage shares: settings, the bucket, markers that record what a stage was built from.
 
 The keys come from ``layout.py``, which maps the whole bucket.
+
+A :class:`Stage` is complete only while (1) its marker is stored and names the current
+settings that shape its output (zip md5, model...), (2) what the marker counts is still
+where readers look (MongoDB, Redis), and (3) every upstream stage is complete and still
+carries the stamp this stage was built from. Luigi looks below a task only when it is
+incomplete; (3) is what makes a change anywhere upstream reach every stage below it,
+from the daily command alone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 import pandas as pd
 from pymongo.database import Database
 
 from mlrec_luigi import layout, mongo, movielens
-from mlrec_luigi.embedding import model_slug
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
-from mlrec_luigi.settings import Settings, SettingsError, get_settings
-from mlrec_luigi.storage import Bucket, open_bucket
+from mlrec_luigi.settings import Settings, get_settings
+from mlrec_luigi.storage import Bucket, MarkerTarget, open_bucket
 
 logger = logging.getLogger("mlrec_luigi")
 
-# What this worker process ran, for the run manifest (see report.py).
-tasks_run: list[dict[str, Any]] = []
+
+def digest(value: object) -> str:
+    """A short, stable hash of a JSON-able value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class PipelineTask(luigi.Task):
@@ -41,27 +52,13 @@ class PipelineTask(luigi.Task):
     def bucket(self) -> Bucket:
         return open_bucket(self.settings)
 
-    # --- keys --------------------------------------------------------------------
-
     @property
     def zip_key(self) -> str:
         return layout.zip_key(self.settings)
 
-    def derived_key(self, *parts: str) -> str:
-        return layout.derived_key(self.settings, *parts)
-
-    def embeddings_key(self, *parts: str) -> str:
-        return self.derived_key("embeddings", model_slug(self.settings.hf_model_name), *parts)
-
     @property
     def db(self) -> Database:
-        if not self.settings.mongodb_uri:
-            raise SettingsError("MONGODB_URI is not set: the pipeline needs a MongoDB to write to")
-        return mongo.database(self.settings.mongodb_uri, self.settings.mongodb_database)
-
-    def collection_holds(self, name: str, field: str) -> Callable[[dict[str, Any]], bool]:
-        """A marker check: collection ``name`` still holds at least ``marker[field]`` documents."""
-        return lambda marker: mongo.estimated_count(self.db[name]) >= int(marker.get(field, 0))
+        return mongo.open_mongo(self.settings)
 
     # --- the source --------------------------------------------------------------
 
@@ -89,7 +86,62 @@ class PipelineTask(luigi.Task):
             terminal_progress(self.task_family, percent, message)
 
 
-class MongoStage(PipelineTask):
+class Stage(PipelineTask):
+    """A stage whose output is a marker: the record of what it wrote and what it was built from.
+
+    Subclasses give ``marker_key()``, ``expect()`` (the settings that shape the output),
+    ``holds(marker)`` (a cheap check that what the marker counts is still there) and
+    ``upstream()`` (the stages whose output they read).
+    """
+
+    STAMPED: ClassVar[tuple[str, ...]] = ()  # marker fields that downstream stages depend on
+
+    def marker_key(self) -> str:
+        raise NotImplementedError
+
+    def expect(self) -> dict[str, Any]:
+        """Marker fields that must equal the current settings for the marker to count."""
+        return {}
+
+    def holds(self, marker: dict[str, Any]) -> bool:
+        """Whether what ``marker`` records is still where the readers look."""
+        return True
+
+    def upstream(self) -> list[Stage]:
+        """The stages whose outputs this one reads."""
+        return []
+
+    def output(self) -> MarkerTarget:
+        return MarkerTarget(self.bucket, self.marker_key(), expect=self.expect(), still_valid=self.holds)
+
+    def complete(self) -> bool:
+        marker = self.output().valid()
+        if marker is None:
+            return False
+        recorded = marker.get("inputs") or {}
+        return all(up.complete() and recorded.get(up.task_family) == up.stamp() for up in self.upstream())
+
+    def stamp(self) -> str | None:
+        """The identity of this stage's current output, as recorded in its marker."""
+        marker = self.output().read()
+        return None if marker is None else marker.get("stamp")
+
+    def write_marker(self, content: dict[str, Any]) -> None:
+        """Record ``content`` with the upstream stamps and this run's timing; written last."""
+        inputs = {up.task_family: up.stamp() for up in self.upstream()}
+        identity = {**self.expect(), "inputs": inputs, **{name: content.get(name) for name in self.STAMPED}}
+        started = getattr(self, "_started_at", None)
+        run = {
+            "task_id": self.task_id,
+            "params": self.to_str_params(only_significant=True),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - started, 3) if started else None,
+            "counts": getattr(self, "counts", {}),
+        }
+        self.output().write({**content, "inputs": inputs, "stamp": digest(identity), "run": run})
+
+
+class MongoStage(Stage):
     """A stage that writes to MongoDB: an unreachable MongoDB fails the run before any work.
 
     Luigi checks ``complete()`` top-down before it runs anything; connecting there makes a
@@ -105,7 +157,7 @@ class SourceChanged(RuntimeError):
     """The zip in the bucket changed while derived outputs were being computed."""
 
 
-class ChunkedStage(PipelineTask):
+class ChunkedStage(Stage):
     """A stage done by chunk tasks, then finished by one step that writes its marker.
 
     When the chunks can be planned at scheduling time (their input is in the bucket) they
@@ -148,15 +200,14 @@ def _on_start(task: PipelineTask) -> None:
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
     started = getattr(task, "_started_at", time.monotonic())
-    summary = {
-        "task": task.task_family,
-        "task_id": task.task_id,
-        "params": task.to_str_params(only_significant=True),
-        "counts": getattr(task, "counts", {}),
-        "duration_s": round(time.monotonic() - started, 3),
-    }
-    tasks_run.append(summary)
-    log_event(logger, "task finished", **{k: v for k, v in summary.items() if k != "params"})
+    log_event(
+        logger,
+        "task finished",
+        task=task.task_family,
+        task_id=task.task_id,
+        counts=getattr(task, "counts", {}),
+        duration_s=round(time.monotonic() - started, 3),
+    )
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)

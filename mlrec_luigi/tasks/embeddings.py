@@ -9,10 +9,12 @@ another model means new chunks, never stale ones. ``--workers N`` embeds N chunk
 
 from __future__ import annotations
 
+from typing import Any
+
 import luigi
 
-from mlrec_luigi import embedding
-from mlrec_luigi.storage import BucketTarget, MarkerTarget
+from mlrec_luigi import embedding, layout
+from mlrec_luigi.storage import BucketTarget
 from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged
 from mlrec_luigi.tasks.download import DownloadMovieLens
 
@@ -29,11 +31,8 @@ class EmbeddingChunk(PipelineTask):
         return DownloadMovieLens()
 
     def output(self) -> BucketTarget:
-        return BucketTarget(self.bucket, self.chunk_key())
-
-    def chunk_key(self) -> str:
-        folder = f"{self.source_md5[:12]}-c{self.chunk_size}"
-        return self.embeddings_key(folder, f"chunk-{self.index:05d}.npy")
+        key = layout.embedding_chunk_key(self.settings, self.model_name, self.source_md5, self.chunk_size, self.index)
+        return BucketTarget(self.bucket, key)
 
     def run(self) -> None:
         if self.current_source_md5() != self.source_md5:
@@ -46,10 +45,17 @@ class EmbeddingChunk(PipelineTask):
         model = embedding.load_model(
             self.model_name, settings.hf_device, settings.embedding_precision, settings.hf_hub_offline
         )
-        self.progress(0, len(rows), f"embedding movies {start}..{stop - 1}")
-        vectors = embedding.encode(model, rows["text"].tolist(), self.settings.embedding_batch_size)
-        self.bucket.write_bytes(self.chunk_key(), embedding.pack_chunk(rows["movieId"].tolist(), vectors))
-        self.progress(len(rows), len(rows), f"embedded movies {start}..{stop - 1}")
+        texts = rows["text"].tolist()
+        first, last = rows["title"].iloc[0], rows["title"].iloc[-1]
+        vectors = embedding.encode(
+            model,
+            texts,
+            self.settings.embedding_batch_size,
+            lambda done: self.progress(
+                done, len(texts), f"embedded {done:,} of {len(texts):,} movies ({first} .. {last})"
+            ),
+        )
+        self.bucket.create(self.output().key, embedding.pack_chunk(rows["movieId"].tolist(), vectors))
         self.counts = {"movies": len(rows), "first_row": start, "dimension": int(vectors.shape[1])}
 
 
@@ -59,16 +65,15 @@ class Embeddings(ChunkedStage):
     def requires(self) -> list[luigi.Task]:
         return [DownloadMovieLens(), *self.planned_chunks]
 
-    def output(self) -> MarkerTarget:
-        return MarkerTarget(
-            self.bucket,
-            self.embeddings_key("manifest.json"),
-            expect={
-                "source_md5": self.current_source_md5(),
-                "embedding_model": self.settings.hf_model_name,
-                "chunk_size": self.settings.embedding_chunk_size,
-            },
-        )
+    def marker_key(self) -> str:
+        return layout.embeddings_manifest_key(self.settings, self.settings.hf_model_name)
+
+    def expect(self) -> dict[str, Any]:
+        return {
+            "source_md5": self.current_source_md5(),
+            "embedding_model": self.settings.hf_model_name,
+            "chunk_size": self.settings.embedding_chunk_size,
+        }
 
     def chunks(self) -> list[EmbeddingChunk]:
         """One task per chunk of the zip in the bucket (none while it is missing)."""
@@ -82,5 +87,5 @@ class Embeddings(ChunkedStage):
 
     def finish(self, chunks: list[luigi.Task]) -> None:
         movie_count = len(self.read_movies())
-        self.output().write({"movies": movie_count, "chunks": [chunk.output().key for chunk in chunks]})
         self.counts = {"movies": movie_count, "chunks": len(chunks)}
+        self.write_marker({"movies": movie_count, "chunks": [chunk.output().key for chunk in chunks]})

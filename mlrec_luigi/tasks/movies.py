@@ -2,7 +2,8 @@
 
     luigi --module mlrec_luigi LoadMovies --local-scheduler
 
-Movies are upserted by ``movieId_ml``: a movie's ``_id`` is made once and kept forever.
+Movies are upserted by ``movieId_ml``: a movie's ``_id`` is made once and kept forever,
+even across a deletion (a movie loaded again gets back the ``_id`` the map recorded).
 The map and then the marker are written last, so a crash leaves the stage incomplete.
 """
 
@@ -10,34 +11,33 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from mlrec_luigi import embedding, layout, mongo
 from mlrec_luigi.documents import movie_document
+from mlrec_luigi.embedding import ChunkDamaged
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import MongoStage
+from mlrec_luigi.tasks.base import MongoStage, Stage
 from mlrec_luigi.tasks.embeddings import Embeddings
-
-UNIT_NORM_TOLERANCE = 1e-3
 
 
 class LoadMovies(MongoStage):
     """Movies + embeddings → MongoDB ``movies``; ``movie_id_map.json`` → the bucket."""
 
+    STAMPED = ("map_md5",)
+
     def requires(self) -> Embeddings:
         return Embeddings()
 
-    def output(self) -> MarkerTarget:
-        return MarkerTarget(
-            self.bucket,
-            self.derived_key("markers", "load_movies.json"),
-            expect={"source_md5": self.current_source_md5(), "embedding_model": self.settings.hf_model_name},
-            still_valid=self.collection_holds("movies", "movies"),
-        )
+    def upstream(self) -> list[Stage]:
+        return [Embeddings()]
 
-    def map_key(self) -> str:
-        return layout.movie_id_map_key(self.settings)
+    def marker_key(self) -> str:
+        return layout.marker_key(self.settings, "load_movies")
+
+    def expect(self) -> dict[str, Any]:
+        return {"source_md5": self.current_source_md5(), "embedding_model": self.settings.hf_model_name}
+
+    def holds(self, marker: dict[str, Any]) -> bool:
+        return mongo.count_movies(self.db["movies"]) >= int(marker.get("movies", 0))
 
     def run(self) -> None:
         movies = self.read_movies()
@@ -53,10 +53,14 @@ class LoadMovies(MongoStage):
         )
         collection = self.db["movies"]
         mongo.ensure_indexes(collection, mongo.MOVIE_INDEXES)
-        upserted = mongo.upsert_movies(collection, documents)
+        map_key = layout.movie_id_map_key(self.settings)
+        recorded = {int(k): v for k, v in self.bucket.read_json(map_key).items()} if self.bucket.exists(map_key) else {}
+        self.progress(0, 2, f"upserting {len(movies):,} movies")
+        upserted = mongo.upsert_movies(collection, documents, recorded)
+        self.progress(1, 2, "writing the movie id map")
         stored = mongo.movie_id_map(collection)
         id_map = {str(m): stored[m] for m in movies["movieId"].tolist()}
-        self.bucket.write_json(self.map_key(), id_map)
+        self.bucket.write_json(map_key, id_map)
         self.counts = {
             "movies": len(movies),
             "inserted": upserted.inserted,
@@ -65,14 +69,17 @@ class LoadMovies(MongoStage):
             "with_year": int(movies["year"].notna().sum()),
             "with_imdbId": int(movies["imdbId"].notna().sum()),
         }
-        self.output().write({**self.counts, "map": self.bucket.uri(self.map_key())})
+        marker = {**self.counts, "map": self.bucket.uri(map_key), "map_key": map_key}
+        self.write_marker({**marker, "map_md5": self.bucket.md5_hex(map_key)})
 
-    def _vectors(self, manifest: dict[str, Any]) -> dict[int, np.ndarray]:
-        vectors: dict[int, np.ndarray] = {}
-        for key in manifest.get("chunks", []):
-            movie_ids, rows = embedding.unpack_chunk(self.bucket.read_bytes(key))
-            norms = np.linalg.norm(rows, axis=1)
-            if rows.size and np.abs(norms - 1).max() > UNIT_NORM_TOLERANCE:
-                raise DatasetError(f"{self.bucket.uri(key)} holds embeddings that are not unit length")
-            vectors.update(zip(movie_ids.tolist(), rows, strict=True))
-        return vectors
+    def _vectors(self, manifest: dict[str, Any]) -> dict[int, Any]:
+        keys = manifest.get("chunks", [])
+        try:
+            return embedding.vectors_by_movie((self.bucket.uri(key), self.bucket.read_bytes(key)) for key in keys)
+        except ChunkDamaged as error:
+            # Remove the damaged chunk and the manifest that vouched for it: the next run embeds it again.
+            for key in keys:
+                if self.bucket.uri(key) in str(error):
+                    self.bucket.delete(key)
+            self.bucket.delete(self.input().key)
+            raise DatasetError(f"{error}: removed it; the next run computes it again") from None

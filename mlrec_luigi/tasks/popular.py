@@ -3,121 +3,115 @@
     luigi --module mlrec_luigi UpdatePopular --local-scheduler
     luigi --module mlrec_luigi UpdatePopular --date 2026-11-24
 
-``--date`` (default today) makes each daily cron run a new task while the upstream
-stages stay complete. Without ``REDIS_URL`` the list is computed and recorded in the
-marker, with a warning. An empty list leaves the published one in place, and says so.
+``--date`` (default: the day the command runs) makes each daily cron run a new task while
+the upstream stages stay complete. The live key ``rec:fallback:popular`` belongs to the
+newest date run: an older date (a backfill) computes its list and records it in its
+marker without publishing. Without ``REDIS_URL`` the list is computed and recorded, with
+a warning. An empty list leaves the published one in place, and says so. A date whose
+list is live counts as done only while Redis holds that list (a restart or FLUSHALL makes
+the next run publish it again).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
+from typing import Any
 
 import luigi
 
-from mlrec_luigi import cache, layout
+from mlrec_luigi import cache, layout, mongo
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
-from mlrec_luigi.storage import MarkerTarget
-from mlrec_luigi.tasks.base import MongoStage, tasks_run
-from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.base import MongoStage, Stage
 from mlrec_luigi.tasks.interactions import LoadInteractions
-from mlrec_luigi.tasks.movies import LoadMovies
 
 logger = logging.getLogger("mlrec_luigi")
+
+WARNINGS = {
+    cache.KEPT_PREVIOUS: "no popular movies in the window: the published list is left in place",
+    cache.NO_REDIS: "REDIS_URL is not set: the popular list is computed but not published",
+    cache.NOT_LIVE: "an older date than the live list's: computed and recorded, not published",
+}
+
+
+class RunDateParameter(luigi.DateParameter):
+    """A date that defaults to the day the task is made (not the day the module was imported)."""
+
+    def normalize(self, value: Any) -> Any:
+        return dt.datetime.now(dt.UTC).date() if value is None else super().normalize(value)
 
 
 class UpdatePopular(MongoStage):
     """Popular movies of the window ending on ``date`` → Redis ``rec:fallback:popular``."""
 
-    date = luigi.DateParameter(default=dt.date.today())
+    date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
+
+    STAMPED = ("movie_ids", "redis")
 
     def requires(self) -> LoadInteractions:
         return LoadInteractions()
 
-    def output(self) -> MarkerTarget:
-        return MarkerTarget(
-            self.bucket,
-            self.derived_key("markers", "popular", f"{self.date.isoformat()}.json"),
-            expect={"source_md5": self.current_source_md5()},
-        )
+    def upstream(self) -> list[Stage]:
+        return [LoadInteractions()]
+
+    def marker_key(self) -> str:
+        return layout.popular_marker_key(self.settings, self.date)
+
+    def expect(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "source_md5": self.current_source_md5(),
+            "recent_days": settings.popularity_recent_days,
+            "min_rating": settings.popularity_min_rating,
+            "top_n": settings.popularity_top_n,
+            "redis_configured": settings.redis_url is not None,
+        }
+
+    def holds(self, marker: dict[str, Any]) -> bool:
+        if marker.get("redis") != cache.PUBLISHED or self.live_date() != self.date.isoformat():
+            return True
+        return cache.read_list(self.settings.redis_url, POPULAR_REDIS_KEY) == marker.get("movie_ids")
+
+    def live_date(self) -> str | None:
+        """The date whose list is live in Redis (None: none published yet)."""
+        key = layout.popular_live_key(self.settings)
+        return self.bucket.read_json(key).get("date") if self.bucket.exists(key) else None
 
     def run(self) -> None:
         settings = self.settings
+        self.progress(0, 2, "ranking the ratings of the window")
         popular = compute_popular(
             self.db["interactions"],
             self.date,
             settings.popularity_recent_days,
             settings.popularity_min_rating,
             settings.popularity_top_n,
+            existing=lambda ids: mongo.existing_ids(self.db["movies"], ids),
         )
-        if not popular.movie_ids:
-            published = "kept_previous"
-            log_event(
-                logger,
-                "no popular movies in the window: the published list is left in place",
-                logging.WARNING,
-                task=self.task_family,
-                window=popular.window,
-            )
-        elif settings.redis_url is None:
-            published = "no_redis"
-            log_event(
-                logger,
-                "REDIS_URL is not set: the popular list is computed but not published",
-                logging.WARNING,
-                task=self.task_family,
-                movies=len(popular.movie_ids),
-            )
-        else:
+        live = self.live_date()
+        published = cache.publish_policy(
+            settings.redis_url, popular.movie_ids, live is None or self.date.isoformat() >= live
+        )
+        if published == cache.PUBLISHED:
+            self.progress(1, 2, f"publishing {len(popular.movie_ids)} movies to {POPULAR_REDIS_KEY}")
             cache.publish_list(
                 settings.redis_url, POPULAR_REDIS_KEY, popular.movie_ids, settings.popularity_ttl_seconds
             )
-            published = "published"
+            self.bucket.write_json(layout.popular_live_key(settings), {"date": self.date.isoformat()})
+        else:
+            log_event(logger, WARNINGS[published], logging.WARNING, task=self.task_family, live_date=live)
         window = popular.window
         self.counts = {"movies": len(popular.movie_ids), "ratings_counted": sum(popular.counts), "redis": published}
-        result = {
-            **self.counts,
-            "date": self.date.isoformat(),
-            "key": POPULAR_REDIS_KEY,
-            "window_start": window.start.isoformat() if window else None,
-            "window_end": window.end.isoformat() if window else None,
-            "movie_ids": popular.movie_ids,
-            "counts": popular.counts,
-        }
-        self.write_run_manifest(result)
-        self.output().write(result)
-
-    def write_run_manifest(self, popular: dict[str, object]) -> None:
-        """The run report's manifest: every stage's marker and what this worker ran."""
-        # Imported here so that `python -m mlrec_luigi.report` runs a module not yet imported.
-        from mlrec_luigi import report
-
-        stages = {
-            "embeddings": Embeddings().output().read(),
-            "load_movies": LoadMovies().output().read(),
-            "load_interactions": {
-                k: v for k, v in (LoadInteractions().output().read() or {}).items() if k != "rejected_examples"
-            },
-            "popular": popular,
-        }
-        manifest = report.build_manifest(
-            date=self.date,
-            source={"uri": self.bucket.uri(self.zip_key), "md5": self.current_source_md5()},
-            model=self.settings.hf_model_name,
-            stages=stages,
-            tasks=[
-                *tasks_run,
-                {
-                    "task": self.task_family,
-                    "task_id": self.task_id,
-                    "counts": self.counts,
-                    "duration_s": round(time.monotonic() - self._started_at, 3),
-                },
-            ],
+        self.write_marker(
+            {
+                **self.counts,
+                "date": self.date.isoformat(),
+                "key": POPULAR_REDIS_KEY,
+                "window_start": window.start.isoformat() if window else None,
+                "window_end": window.end.isoformat() if window else None,
+                "movie_ids": popular.movie_ids,
+                "counts": popular.counts,
+            }
         )
-        name = f"{manifest['finished'].replace(':', '')}-{self.date.isoformat()}.json"
-        self.bucket.write_json(layout.run_key(self.settings, name), manifest)
-        self.bucket.write_json(layout.run_key(self.settings), manifest)

@@ -79,7 +79,7 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     ]
 
     settings = get_settings()
-    db = mongo.database(settings.mongodb_uri, settings.mongodb_database)
+    db = mongo.open_mongo(settings)
     bucket = open_bucket(settings)
 
     # The zip is in the bucket, byte for byte.

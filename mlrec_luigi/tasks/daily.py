@@ -1,0 +1,69 @@
+"""The daily run: every published stage, then the run manifest the report reads.
+
+    luigi --module mlrec_luigi DailyRun --local-scheduler
+    luigi --module mlrec_luigi DailyRun --date 2026-11-24
+
+Requires ``UpdatePopular`` (for ``--date``) and ``UpdateSimilarMovies``; the manifest
+(``<ds>/runs/<finished>-<date>.json`` and ``runs/latest.json``) is built from its inputs'
+markers, each carrying its own stage's counts and timing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlrec_luigi import layout, report
+from mlrec_luigi.tasks.base import Stage
+from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
+from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.popular import RunDateParameter, UpdatePopular
+from mlrec_luigi.tasks.similar import UpdateSimilarMovies
+
+# The stages a run manifest reports, by the name the report uses.
+REPORTED: dict[str, type[Stage]] = {
+    "embeddings": Embeddings,
+    "load_movies": LoadMovies,
+    "prepare_ratings": PrepareRatings,
+    "load_interactions": LoadInteractions,
+    "similar_movies": UpdateSimilarMovies,
+}
+LEFT_OUT = ("rejected_examples", "duplicate_examples", "parts", "chunks", "blocks", "sample", "inputs")
+
+
+class DailyRun(Stage):
+    """The cron job's root: the popular list for ``date`` and every movie's similar movies."""
+
+    date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
+
+    def requires(self) -> list[Stage]:
+        return self.upstream()
+
+    def upstream(self) -> list[Stage]:
+        return [UpdatePopular(date=self.date), UpdateSimilarMovies()]
+
+    def marker_key(self) -> str:
+        return layout.derived_key(self.settings, "markers", "daily", f"{self.date.isoformat()}.json")
+
+    def expect(self) -> dict[str, Any]:
+        return {"source_md5": self.current_source_md5()}
+
+    def run(self) -> None:
+        stages = {name: _brief(stage().output().read()) for name, stage in REPORTED.items()}
+        stages["popular"] = _brief(self.input()[0].read(), keep=("movie_ids", "counts"))
+        manifest = report.build_manifest(
+            date=self.date,
+            source={"uri": self.bucket.uri(self.zip_key), "md5": self.current_source_md5()},
+            model=self.settings.hf_model_name,
+            stages=stages,
+        )
+        name = f"{manifest['finished'].replace(':', '')}-{self.date.isoformat()}.json"
+        self.bucket.write_json(layout.run_key(self.settings, name), manifest)
+        self.bucket.write_json(layout.run_key(self.settings), manifest)
+        self.counts = {"stages": len(stages)}
+        self.write_marker({"manifest": layout.run_key(self.settings, name)})
+
+
+def _brief(marker: dict[str, Any] | None, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A marker without its long lists (``keep`` names those to keep)."""
+    return {k: v for k, v in (marker or {}).items() if k not in LEFT_OUT or k in keep}

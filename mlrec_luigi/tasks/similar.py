@@ -1,0 +1,185 @@
+"""Stage 6: every movie's exact nearest neighbours, published where the API looks first.
+
+    luigi --module mlrec_luigi UpdateSimilarMovies --local-scheduler
+
+For each movie of ``movies``: the ``SIMILAR_MOVIES_TOP_N`` other movies whose embeddings
+have the highest cosine similarity, over all movies, ties broken by ``_id`` ascending.
+Computed in blocks of ``SIMILAR_MOVIES_BLOCK_ROWS`` movies, one ``SimilarMoviesBlock`` task
+each, checkpointed in the bucket under a key naming the zip, the movie ids, the model and
+N (a kill resumes at the missing blocks; workers and machines share them), then published
+as ``rec:item:<_id>`` = JSON array of ``_id`` strings, with ``SIMILAR_MOVIES_TTL_SECONDS``.
+Complete only while a sample of the published keys holds what was published.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import luigi
+import numpy as np
+
+from mlrec_luigi import cache, embedding, layout, similar
+from mlrec_luigi.logs import log_event
+from mlrec_luigi.movielens import DatasetError
+from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
+from mlrec_luigi.storage import Bucket, BucketTarget
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage
+from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.movies import LoadMovies
+
+logger = logging.getLogger("mlrec_luigi")
+SAMPLED_KEYS = 16  # published keys a completeness check reads back
+
+
+@functools.lru_cache(maxsize=2)
+def _movie_vectors(
+    bucket: Bucket, map_key: str, map_md5: str, chunk_keys: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(``movies._id`` strings sorted, their unit vectors as one float32 matrix in that order)."""
+    id_map = bucket.read_json(map_key)
+    vectors = embedding.vectors_by_movie((bucket.uri(key), bucket.read_bytes(key)) for key in chunk_keys)
+    ids = np.array(sorted(id_map.values()))
+    by_id = {hex_id: int(movie) for movie, hex_id in id_map.items()}
+    missing = [by_id[i] for i in ids if by_id[i] not in vectors]
+    if missing:
+        raise DatasetError(f"the embedding chunks lack {len(missing)} movie(s) of {bucket.uri(map_key)}: {missing[:5]}")
+    matrix = np.stack([vectors[by_id[i]] for i in ids]).astype(np.float32, copy=False)
+    return ids, np.ascontiguousarray(matrix)
+
+
+def neighbours_per_movie(movies: int, top_n: int) -> int:
+    """N, or fewer when the dataset has fewer other movies."""
+    return max(0, min(top_n, movies - 1))
+
+
+class SimilarInputs(PipelineTask):
+    """What the block tasks share: the movies' ids and vectors, from the upstream outputs."""
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {"movies": LoadMovies(), "embeddings": Embeddings()}
+
+    def movie_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        movies = self.input()["movies"].read() or {}
+        chunks = tuple((self.input()["embeddings"].read() or {}).get("chunks", []))
+        return _movie_vectors(self.bucket, movies["map_key"], movies["map_md5"], chunks)
+
+
+class SimilarMoviesBlock(SimilarInputs):
+    """The neighbours of movies ``[index * block_rows, (index + 1) * block_rows)`` in ``_id`` order."""
+
+    source_md5 = luigi.Parameter()
+    movie_ids = luigi.Parameter(description="a hash of the movie id map: the rows' order")
+    model_name = luigi.Parameter()
+    top_n = luigi.IntParameter()
+    block_rows = luigi.IntParameter()
+    index = luigi.IntParameter()
+
+    def output(self) -> BucketTarget:
+        key = layout.similar_block_key(
+            self.settings,
+            self.model_name,
+            f"{self.source_md5[:12]}-{self.movie_ids}",
+            self.top_n,
+            self.block_rows,
+            self.index,
+        )
+        return BucketTarget(self.bucket, key)
+
+    def run(self) -> None:
+        if self.current_source_md5() != self.source_md5:
+            raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since block {self.index} was scheduled")
+        ids, vectors = self.movie_vectors()
+        start, stop = self.index * self.block_rows, min((self.index + 1) * self.block_rows, len(ids))
+        k = neighbours_per_movie(len(ids), self.top_n)
+        self.progress(0, stop - start, f"movies {start:,}..{stop - 1:,} of {len(ids):,}")
+        rows = similar.compute_block(
+            vectors,
+            start,
+            stop,
+            k,
+            lambda done: self.progress(done, stop - start, f"{done:,} of {stop - start:,} movies scored"),
+        )
+        self.bucket.create(self.output().key, similar.pack_block(rows))
+        self.counts = {"movies": stop - start, "neighbours": k}
+
+
+class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
+    """Every movie's exact nearest neighbours → Redis ``rec:item:<_id>``."""
+
+    STAMPED = ("movies", "sample", "redis")
+
+    def requires(self) -> dict[str, Any]:
+        return {**super().requires(), "blocks": self.planned_chunks}
+
+    def upstream(self) -> list[Stage]:
+        return [LoadMovies()]
+
+    def marker_key(self) -> str:
+        return layout.marker_key(self.settings, "similar_movies")
+
+    def expect(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "source_md5": self.current_source_md5(),
+            "embedding_model": settings.hf_model_name,
+            "top_n": settings.similar_movies_top_n,
+            "ttl_seconds": settings.similar_movies_ttl_seconds,
+            "redis_configured": settings.redis_url is not None,
+        }
+
+    def holds(self, marker: dict[str, Any]) -> bool:
+        if marker.get("redis") != cache.PUBLISHED:
+            return True
+        sample = marker.get("sample") or {}
+        return cache.read_lists(self.settings.redis_url, list(sample)) == list(sample.values())
+
+    def chunks(self) -> list[SimilarMoviesBlock]:
+        """One task per block of movies (none until the movies are loaded)."""
+        movies = LoadMovies().output().valid()
+        if movies is None:
+            return []
+        settings = self.settings
+        rows = settings.similar_movies_block_rows
+        common = {
+            "source_md5": movies["source_md5"],
+            "movie_ids": str(movies["map_md5"])[:8],
+            "model_name": settings.hf_model_name,
+            "top_n": settings.similar_movies_top_n,
+            "block_rows": rows,
+        }
+        return [SimilarMoviesBlock(**common, index=i) for i in range(-(-int(movies["movies"]) // rows))]
+
+    def finish(self, chunks: list[luigi.Task]) -> None:
+        settings = self.settings
+        ids, _ = self.movie_vectors()
+        lists: list[list[str]] = []
+        for block in chunks:
+            key = block.output().key
+            try:
+                rows = similar.unpack_block(self.bucket.read_bytes(key), self.bucket.uri(key))
+            except similar.BlockDamaged as error:
+                self.bucket.delete(key)
+                raise DatasetError(f"{error}: removed it; the next run computes it again") from None
+            lists.extend(similar.neighbour_lists(rows, ids))
+        if len(lists) != len(ids):
+            raise DatasetError(f"the blocks hold {len(lists)} movies, the movie id map {len(ids)}")
+        keys = [f"{SIMILAR_REDIS_PREFIX}{movie}" for movie in ids.tolist()]
+        published = cache.publish_policy(settings.redis_url, keys)
+        if published == cache.PUBLISHED:
+            for done in cache.publish_lists(
+                settings.redis_url, zip(keys, lists, strict=True), settings.similar_movies_ttl_seconds
+            ):
+                self.progress(done, len(keys), f"published {done:,} of {len(keys):,} similar-movies lists")
+        else:
+            log_event(
+                logger,
+                "REDIS_URL is not set: similar movies are computed and kept in the bucket, not published",
+                logging.WARNING,
+                task=self.task_family,
+            )
+        step = max(1, len(keys) // SAMPLED_KEYS)
+        sample = {keys[i]: lists[i] for i in range(0, len(keys), step)}
+        self.counts = {"movies": len(keys), "neighbours": len(lists[0]) if lists else 0, "redis": published}
+        self.write_marker({**self.counts, "sample": sample, "blocks": [block.output().key for block in chunks]})
