@@ -15,6 +15,37 @@ from typing import Any
 from mlrec_luigi.settings import SettingsError, get_settings, redact
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Errors a user causes (a setting, the data, a service down): their message says it all,
+# so they are logged as one line, without a traceback.
+EXPECTED_ERRORS = frozenset(
+    {
+        "SettingsError",
+        "DatasetError",
+        "SourceError",
+        "SourceChanged",
+        "MongoUnavailable",
+        "RedisUnavailable",
+        "ModelError",
+        "InteractionsLost",
+        "ChunkDamaged",
+        "BlockDamaged",
+    }
+)
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def _one_line(record: logging.LogRecord) -> tuple[str, bool]:
+    """The record's message, and whether to show its traceback (not for expected errors)."""
+    message = record.getMessage()
+    if _TRACEBACK in message:  # Luigi formats the traceback of a failing complete() into its message
+        head, _, trace = message.partition(_TRACEBACK)
+        last = trace.strip().splitlines()[-1] if trace.strip() else ""
+        if last.split(":", 1)[0].rsplit(".", 1)[-1] in EXPECTED_ERRORS:
+            return f"{head.strip().rstrip(':')}: {last}", False
+    if record.exc_info and record.exc_info[1] is not None and type(record.exc_info[1]).__name__ in EXPECTED_ERRORS:
+        error = record.exc_info[1]
+        return f"{message}: {type(error).__name__}: {error}", False
+    return message, True
 
 
 def _secrets() -> list[str]:
@@ -27,7 +58,7 @@ def _secrets() -> list[str]:
 def scrub(text: str) -> str:
     """Redact URI passwords and every known secret value from ``text``."""
     text = redact(text)
-    for secret in _secrets():
+    for secret in _secrets():  # longest first: a decoded password may hold the written one
         text = text.replace(secret, "***")
     return text
 
@@ -36,14 +67,15 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, event and extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message, with_traceback = _one_line(record)
         payload: dict[str, Any] = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": message,
         }
         payload.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
-        if record.exc_info:
+        if record.exc_info and with_traceback:
             payload["exception"] = self.formatException(record.exc_info)
         return scrub(json.dumps(payload, default=str, ensure_ascii=False))
 
@@ -57,9 +89,10 @@ class ConsoleFormatter(logging.Formatter):
     """One readable line per event for a person at a terminal: time, level, event, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message, with_traceback = _one_line(record)
         fields = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
-        if record.exc_info:
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {message} {fields}".rstrip()
+        if record.exc_info and with_traceback:
             line += "\n" + self.formatException(record.exc_info)
         return scrub(line)
 

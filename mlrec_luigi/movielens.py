@@ -27,6 +27,7 @@ COLUMNS = {
 }
 NO_GENRES = "(no genres listed)"
 MAX_COMPRESSION_RATIO = 200
+READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_REPORTED_ROWS = 10
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -61,12 +62,13 @@ def inspect_zip(path: Path, max_member_bytes: int, label: str | None = None) -> 
         raise DatasetError(f"{label} is not a zip file")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = _members_by_name(archive.infolist())
+            members = _members_by_name(archive.infolist(), label)
             missing = [name for name in REQUIRED_MEMBERS if name not in members]
             if missing:
                 raise DatasetError(f"{label} holds no {', '.join(missing)} (members: {sorted(members)})")
             total = 0
             for info in archive.infolist():
+                _check_member_readable(info, label)
                 _check_member_size(info, max_member_bytes, label)
                 total += info.file_size
             for info in archive.infolist():
@@ -82,16 +84,37 @@ def _check_member_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: st
         with archive.open(info) as stream:
             while stream.read(1024 * 1024):
                 pass
-    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
-        raise DatasetError(f"{label}: member {info.filename} is corrupt: {error}") from error
+    except (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError) as error:
+        raise DatasetError(f"{label}: member {info.filename} is corrupt or unreadable: {error}") from error
 
 
-def _members_by_name(infos: list[zipfile.ZipInfo]) -> dict[str, str]:
+def _check_member_readable(info: zipfile.ZipInfo, label: str) -> None:
+    if info.flag_bits & 0x1:
+        raise DatasetError(f"{label}: member {info.filename} is encrypted: the pipeline reads unencrypted zips only")
+    if info.compress_type not in READABLE_COMPRESSION:
+        raise DatasetError(
+            f"{label}: member {info.filename} uses compression method {info.compress_type}, which Python's "
+            "zipfile cannot read (stored, deflate, bzip2 and lzma can be)"
+        )
+
+
+def _members_by_name(infos: list[zipfile.ZipInfo], label: str = "the zip") -> dict[str, str]:
+    """File name → path in the zip, for the members the pipeline reads.
+
+    Raises:
+        DatasetError: a member the pipeline reads is there twice (the same path, or at
+            two depths): which one is meant cannot be told, so both are named.
+    """
     members: dict[str, str] = {}
     for info in infos:
         if info.is_dir():
             continue
         name = info.filename.rsplit("/", 1)[-1]
+        if name in members and name in COLUMNS:
+            raise DatasetError(
+                f"{label} holds {name} twice ({members[name]} and {info.filename}): keep one, "
+                "so it is clear which is the dataset"
+            )
         members.setdefault(name, info.filename)
     return members
 
@@ -111,10 +134,11 @@ def _check_member_size(info: zipfile.ZipInfo, max_member_bytes: int, label: str)
 
 def open_member(archive: zipfile.ZipFile, name: str, max_member_bytes: int) -> IO[bytes]:
     """Open ``name`` (e.g. ``movies.csv``) inside the zip's top folder, size-checked."""
-    members = _members_by_name(archive.infolist())
+    members = _members_by_name(archive.infolist(), str(archive.filename))
     if name not in members:
         raise DatasetError(f"{archive.filename}: no member {name}")
     info = archive.getinfo(members[name])
+    _check_member_readable(info, str(archive.filename))
     _check_member_size(info, max_member_bytes, str(archive.filename))
     return archive.open(info)
 

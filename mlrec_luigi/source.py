@@ -2,6 +2,9 @@
 
 Supports ``https://``, ``http://`` and ``file://``; ``gs://`` is read through the bucket
 module. Memory stays constant whatever the size: the body goes to disk 1 MiB at a time.
+Over HTTP, urllib3's own retry machinery retries connection errors and 5xx answers with
+exponential backoff, and a transfer cut mid-way resumes with a ``Range`` request where
+the server allows it (else starts over), up to :data:`HTTP_RESUMES` times.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+import urllib3
+
 BLOCK_BYTES = 1024 * 1024
 HTTP_TIMEOUT_S = 60
+HTTP_RETRIES = 5
+HTTP_BACKOFF_S = 0.5
+HTTP_RESUMES = 5
+RETRIED_STATUSES = (429, 500, 502, 503, 504)
 ALLOWED_SCHEMES = ("https", "http", "file", "gs")
 _MD5_TOKEN = re.compile(r"\b([0-9a-fA-F]{32})\b")
 
@@ -88,8 +97,13 @@ def fetch(
     scheme = _check_scheme(url)
     if scheme == "gs" and gs_open is None:
         raise SourceError(f"no GCS reader configured for {url}")
+    if scheme in ("http", "https"):
+        fetched, expected = _fetch_http(url, destination, on_progress)
+        if expected is not None and fetched.size != expected:
+            raise SourceError(f"truncated download of {url}: got {fetched.size} of {expected} bytes")
+        return fetched
     try:
-        with gs_open(url) if scheme == "gs" else _open(url) as stream:
+        with gs_open(url) if scheme == "gs" and gs_open else _open(url) as stream:
             expected = _content_length(stream)
             fetched = copy_with_checksums(stream, destination, on_progress)
     except (OSError, urllib.error.URLError) as error:
@@ -97,6 +111,64 @@ def fetch(
     if expected is not None and fetched.size != expected:
         raise SourceError(f"truncated download of {url}: got {fetched.size} of {expected} bytes")
     return fetched
+
+
+def _http_pool() -> urllib3.PoolManager:
+    retry = urllib3.Retry(
+        total=HTTP_RETRIES,
+        backoff_factor=HTTP_BACKOFF_S,
+        status_forcelist=RETRIED_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+    )
+    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=HTTP_TIMEOUT_S, read=HTTP_TIMEOUT_S))
+
+
+def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] | None) -> tuple[Fetched, int | None]:
+    """Download over HTTP with retries and resumption; (what was written, the full size if known)."""
+    pool = _http_pool()
+    md5, sha256, size, expected, resumes = hashlib.md5(), hashlib.sha256(), 0, None, 0
+    with open(destination, "wb") as out:
+        while True:
+            headers = {"User-Agent": "mlrec-luigi", **({"Range": f"bytes={size}-"} if size else {})}
+            try:
+                response = pool.request("GET", url, headers=headers, preload_content=False)
+            except urllib3.exceptions.HTTPError as error:
+                raise SourceError(f"could not download {url}: {_reason(error)}") from None
+            try:
+                if response.status >= 400:
+                    raise SourceError(f"could not download {url}: HTTP {response.status}")
+                if size and response.status != 206:  # the server ignored Range: start over
+                    out.seek(0)
+                    out.truncate()
+                    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+                if expected is None:
+                    length = response.headers.get("Content-Length")
+                    expected = size + int(length) if length and length.isdigit() else None
+                for block in response.stream(BLOCK_BYTES):
+                    md5.update(block)
+                    sha256.update(block)
+                    out.write(block)
+                    size += len(block)
+                    if on_progress:
+                        on_progress(size)
+                if expected is None or size >= expected:
+                    break
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                if resumes >= HTTP_RESUMES:
+                    raise SourceError(
+                        f"could not download {url} after {resumes} resumptions: {_reason(error)}"
+                    ) from None
+            finally:
+                response.release_conn()
+            resumes += 1
+            if resumes > HTTP_RESUMES:
+                break
+    return Fetched(destination, size, md5.hexdigest(), sha256.hexdigest()), expected
+
+
+def _reason(error: Exception) -> str:
+    reason = getattr(error, "reason", None)
+    return f"{type(error).__name__}: {reason or error}"
 
 
 def _content_length(stream: BinaryIO) -> int | None:
