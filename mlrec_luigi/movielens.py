@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -275,6 +276,7 @@ class RatingsChunk:
 
 def _validate_ratings(frame: pd.DataFrame, first_row: int) -> RatingsChunk:
     numbers = {column: pd.to_numeric(frame[column], errors="coerce") for column in COLUMNS["ratings.csv"]}
+    tomorrow = time.time() + 86_400
     reasons = {
         "userId is not a positive 32-bit integer": _not_id(numbers["userId"]),
         "movieId is not a positive 32-bit integer": _not_id(numbers["movieId"]),
@@ -286,6 +288,7 @@ def _validate_ratings(frame: pd.DataFrame, first_row: int) -> RatingsChunk:
         | (numbers["timestamp"] < 0)
         | (numbers["timestamp"] % 1 != 0)
         | (numbers["timestamp"] >= 2**32),
+        "timestamp is in the future": numbers["timestamp"] > tomorrow,
     }
     bad = pd.Series(False, index=frame.index)
     examples: list[str] = []

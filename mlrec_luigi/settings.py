@@ -170,6 +170,12 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def _shown(uri: str) -> str:
+    """``uri`` for an error message: its password (known, whatever it holds) replaced by ``***``."""
+    raw = _raw_password(uri)
+    return redact(uri.replace(raw, "***") if raw else uri)
+
+
 def _uri(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
     value = _text(env, name)
     if value is None:
@@ -178,18 +184,18 @@ def _uri(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     if raw_password and (_MUST_BE_ENCODED & set(raw_password) or "%" in _PERCENT_ENCODED.sub("", raw_password)):
         raise SettingsError(
             f"{name}: the password holds a character that must be percent-encoded (any of : / ? # [ ] @ %; "
-            f"encode it with urllib.parse.quote_plus): {redact(value)}"
+            f"encode it with urllib.parse.quote_plus): {_shown(value)}"
         )
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         # Python's message quotes the part it could not read: never show it, it may be the password.
-        raise SettingsError(f"{name} is malformed (its host or port cannot be read): {redact(value)}") from None
+        raise SettingsError(f"{name} is malformed (its host or port cannot be read): {_shown(value)}") from None
     if parts.scheme not in schemes:
-        raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {redact(value)}")
+        raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {_shown(value)}")
     if not parts.netloc and parts.scheme not in ("unix", "mongomock", "file"):
-        raise SettingsError(f"{name} has no host: {redact(value)}")
+        raise SettingsError(f"{name} has no host: {_shown(value)}")
     return value
 
 

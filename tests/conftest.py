@@ -19,6 +19,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -262,10 +263,31 @@ def build(*tasks: luigi.Task, workers: int = 1) -> dict[str, set]:
     return _summary_dict(result.worker)
 
 
-def build_fails(*tasks: luigi.Task) -> dict[str, set]:
-    """Run ``tasks`` with a local scheduler; fail unless some task failed."""
+# Every task failure of this process, as (task family, "ErrorType: message"): build_fails reads it.
+FAILURES: list[tuple[str, str]] = []
+
+
+@luigi.Task.event_handler(luigi.Event.FAILURE)
+def _record_failure(task: luigi.Task, exception: BaseException) -> None:
+    FAILURES.append((task.task_family, f"{type(exception).__name__}: {exception}"))
+
+
+@luigi.Task.event_handler(luigi.Event.BROKEN_TASK)
+def _record_broken(task: luigi.Task, exception: BaseException) -> None:
+    FAILURES.append((task.task_family, f"{type(exception).__name__}: {exception}"))
+
+
+def build_fails(*tasks: luigi.Task, failed: str, match: str) -> dict[str, set]:
+    """Run ``tasks`` with a local scheduler; fail unless task family ``failed`` failed with an error matching ``match``.
+
+    ``match`` is a regular expression searched in ``"ErrorType: message"``.
+    """
+    FAILURES.clear()
     result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True)
     assert result.status in (LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED), result.summary_text
+    reasons = [reason for family, reason in FAILURES if family == failed]
+    assert reasons, f"{failed} did not fail; failures: {FAILURES}"
+    assert any(re.search(match, reason) for reason in reasons), f"{failed} failed otherwise: {reasons}"
     return _summary_dict(result.worker)
 
 

@@ -7,7 +7,10 @@ behind: no zip object in the bucket, no marker, no Redis key.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +19,12 @@ import pymongo
 import pytest
 import redis
 
-from mlrec_luigi import DownloadMovieLens, LoadInteractions, UpdatePopular
+from mlrec_luigi import DownloadMovieLens, Embeddings, LoadInteractions, LoadMovies, PrepareRatings, UpdatePopular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, build, free_port, run_luigi
-from tests.support.zips import RATINGS, small_zip
+from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, build, families, free_port, run_luigi
+from tests.support.env import subprocess_env
+from tests.support.zips import MOVIES, RATINGS, patch_member, small_zip
 
 
 def run_failing(task: luigi.Task) -> str:
@@ -171,3 +175,114 @@ def test_mongodb_unreachable_fails_fast_with_a_non_zero_exit(local_env) -> None:
     assert "MONGODB_URI mongodb://app:***@127.0.0.1" in result.stderr and "is unusable" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert not bucket.exists("datasets/ml.zip")  # failed at start: nothing ran
+
+
+# --- zips whose layout or members cannot be read safely ---------------------------------
+
+
+def _zip_with_members(path: Path, members: dict[str, str]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we mean to write
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, text in members.items():
+                archive.writestr(name.split("#")[0], text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda p: patch_member(small_zip(p), "ml-test/ratings.csv", flag_bits=1),
+            "member ml-test/ratings.csv is encrypted",
+        ),
+        (
+            lambda p: patch_member(small_zip(p), "ml-test/movies.csv", method=99),
+            "member ml-test/movies.csv uses compression method 99, which Python's zipfile cannot read",
+        ),
+        (
+            lambda p: _zip_with_members(
+                p, {"ml/movies.csv": MOVIES, "ml/old/movies.csv": MOVIES, "ml/ratings.csv": RATINGS}
+            ),
+            r"holds movies.csv twice \(ml/movies.csv and ml/old/movies.csv\)",
+        ),
+        (
+            lambda p: _zip_with_members(
+                p, {"ml/ratings.csv": RATINGS, "ml/movies.csv": MOVIES, "ml/ratings.csv#2": RATINGS}
+            ),
+            r"holds ratings.csv twice \(ml/ratings.csv and ml/ratings.csv\)",
+        ),
+    ],
+    ids=["encrypted", "unknown-compression", "two-depths", "same-name-twice"],
+)
+def test_zips_with_unreadable_or_ambiguous_members_are_refused_by_name(local_env, tmp_path: Path, make, message):
+    bucket = local_env(make(tmp_path / "bad.zip").read_bytes())
+    errors = run_failing(DownloadMovieLens())
+    assert re.search(message, errors), errors
+    assert not bucket.exists("datasets/ml.zip")
+
+
+def test_a_rating_from_the_future_is_a_bad_row_named_by_row(wire_env, tmp_path: Path) -> None:
+    future = int(time.time()) + 30 * 86_400
+    wire_env(small_zip(tmp_path / "x.zip", ratings_csv=RATINGS + f"3,1,4.0,{future}\n"))
+    assert "ratings.csv row 5: timestamp is in the future" in run_failing(LoadInteractions())
+
+
+def _truncate(bucket: LocalBucket, pattern: str) -> str:
+    (path,) = sorted(bucket.root.rglob(pattern))[:1]
+    path.write_bytes(path.read_bytes()[:150])
+    return path.name
+
+
+def test_a_truncated_embedding_chunk_is_named_then_recomputed(wire_env, tmp_path: Path, model) -> None:
+    bucket = wire_env(small_zip(tmp_path / "x.zip"), EMBEDDING_CHUNK_SIZE="2")
+    build(Embeddings())
+    name = _truncate(bucket, "chunk-*.npy")
+    errors = run_failing(LoadMovies())
+    assert re.search(rf"LoadMovies: file://\S+/{name} is not a readable \.npy file .*: removed it", errors), errors
+    summary = build(LoadMovies())  # the next run embeds that chunk again, and loads
+    assert [t.index for t in summary["completed"] if t.task_family == "EmbeddingChunk"] == [int(name[6:11])]
+
+
+def test_a_truncated_ratings_part_is_named_then_prepared_again(wire_env, tmp_path: Path, model) -> None:
+    bucket = wire_env(small_zip(tmp_path / "x.zip"), INTERACTIONS_CHUNK_ROWS="2")
+    build(LoadMovies(), PrepareRatings())
+    name = _truncate(bucket, "part-*.npy")
+    errors = run_failing(LoadInteractions())
+    assert re.search(rf"InteractionsChunk: \S+/{name} is not a readable ratings part .*removed it", errors), errors
+    luigi.task_register.Register.clear_instance_cache()  # the next run is a new process
+    summary = build(LoadInteractions())
+    assert "PrepareRatings" in families(summary["completed"])
+    assert bucket.read_json("datasets/ml/markers/load_interactions.json")["stored"] == 4
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MONGODB_DATABASE": "my.db"}, "MONGODB_DATABASE 'my.db' is not a name MongoDB accepts: it holds '.'"),
+        ({"MONGODB_DATABASE": "a/b"}, "MONGODB_DATABASE 'a/b' is not a name MongoDB accepts: it holds '/'"),
+        ({"MONGODB_DATABASE": "$x"}, "MONGODB_DATABASE '$x' is not a name MongoDB accepts: it holds '$'"),
+        ({"MONGODB_URI": "mongodb://h/a b"}, "the database of MONGODB_URI 'a b' is not a name MongoDB accepts"),
+        ({"POPULARITY_TOP_N": "0"}, "POPULARITY_TOP_N must be between 1 and 100,000, got 0"),
+        ({"POPULARITY_RECENT_DAYS": "99999999999"}, "POPULARITY_RECENT_DAYS must be between 1 and 36,500"),
+        ({"SIMILAR_MOVIES_TTL_SECONDS": "3600"}, "SIMILAR_MOVIES_TTL_SECONDS must be between 86,400 and"),
+        ({"CACHE_DIR": "{file}"}, "CACHE_DIR={file} is a file: it must be a folder"),
+        ({"LOCAL_BUCKET_DIR": "{file}/bucket"}, "LOCAL_BUCKET_DIR={file}/bucket lies under {file}, which is a file"),
+    ],
+    ids=["dot", "slash", "dollar", "uri-db", "top-n", "days", "similar-ttl", "cache-file", "bucket-under-file"],
+)
+def test_a_bad_setting_ends_the_command_in_one_line_with_exit_35_before_any_work(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    values = {name: value.replace("{file}", str(a_file)) for name, value in env.items()}
+    settings_env = subprocess_env(tmp_path, **{"MONGODB_URI": "mongomock://localhost/mlrec", **values})
+    result = run_luigi(
+        "DailyRun", "--local-scheduler", "--lock-pid-dir", str(tmp_path), env=settings_env, timeout_s=120
+    )
+    assert result.returncode == 35, result.stderr[-2000:]
+    expected = message.replace("{file}", str(a_file))
+    lines = [line for line in result.stderr.splitlines() if expected in line]
+    assert len(lines) == 1 and "Traceback" not in lines[0], result.stderr[-3000:]
+    assert not (tmp_path / "bucket").exists()  # nothing ran

@@ -42,7 +42,11 @@ def small_env(pipeline_env: Callable[..., dict[str, str]], wire_mongo: tuple[str
 def test_redis_down_fails_the_task_and_leaves_the_previous_list(small_env, redis_url: str) -> None:
     cache.publish_list(redis_url, POPULAR_REDIS_KEY, ["previous"], 86_400)
     bucket = small_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    build_fails(UpdatePopular(date=RUN_DATE))
+    build_fails(
+        UpdatePopular(date=RUN_DATE),
+        failed="UpdatePopular",
+        match=r"RedisUnavailable: REDIS_URL redis://127\.0\.0\.1:\d+/0: cannot publish rec:fallback:popular",
+    )
     assert not bucket.exists("datasets/ml/markers/popular/2026-11-24.json")
     assert cache.read_list(redis_url, POPULAR_REDIS_KEY) == ["previous"]
     small_env()  # Redis is back: the rerun publishes.

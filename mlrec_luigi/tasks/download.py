@@ -1,6 +1,12 @@
 """Stage 1: put the MovieLens zip into the bucket, downloading it only if missing.
 
-luigi --module mlrec_luigi DownloadMovieLens --local-scheduler
+    luigi --module mlrec_luigi DownloadMovieLens --local-scheduler
+    luigi --module mlrec_luigi DownloadMovieLens --refresh --local-scheduler
+
+A zip in the bucket is kept as it is: a daily run never downloads again. ``--refresh``
+takes a new release published at ``MOVIELENS_URL``: it downloads and verifies the zip,
+and replaces the bucket's copy when the content differs. Every stage below then sees a
+new zip md5 and rebuilds from it (the MovieLens interactions become the new ratings.csv).
 """
 
 from __future__ import annotations
@@ -8,6 +14,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
+
+import luigi
 
 from mlrec_luigi import movielens, source
 from mlrec_luigi.storage import BucketTarget, open_gs_url
@@ -17,8 +25,18 @@ from mlrec_luigi.tasks.base import PipelineTask
 class DownloadMovieLens(PipelineTask):
     """Stream ``MOVIELENS_URL`` to disk, verify it, upload it to ``GCS_DATASET_PATH``."""
 
+    refresh = luigi.BoolParameter(
+        default=False, significant=False, description="download again and replace the zip if it changed"
+    )
+    _refreshed = False
+
     def output(self) -> BucketTarget:
         return BucketTarget(self.bucket, self.zip_key)
+
+    def complete(self) -> bool:
+        if self.refresh and not self._refreshed:
+            return False
+        return super().complete()
 
     def run(self) -> None:
         url = self.settings.movielens_url
@@ -33,7 +51,10 @@ class DownloadMovieLens(PipelineTask):
             published = source.published_md5(url)
             source.verify_md5(url, fetched, published)
             summary = movielens.inspect_zip(fetched.path, self.settings.max_member_bytes, label=url)
-            self.bucket.upload_file(fetched.path, self.zip_key, content_type="application/zip")
+            replaced = self.bucket.md5_hex(self.zip_key)
+            if replaced != fetched.md5:
+                self.bucket.upload_file(fetched.path, self.zip_key, content_type="application/zip")
+        self._refreshed = True
         self.counts = {
             "bytes": fetched.size,
             "md5": fetched.md5,
@@ -41,6 +62,8 @@ class DownloadMovieLens(PipelineTask):
             "md5_published": published is not None,
             "uncompressed_bytes": summary.uncompressed_bytes,
             "destination": self.output().uri,
+            "replaced": replaced if replaced and replaced != fetched.md5 else None,
+            "unchanged": replaced == fetched.md5,
         }
 
     def _open_gs(self, url: str) -> BinaryIO:

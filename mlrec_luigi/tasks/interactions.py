@@ -126,8 +126,10 @@ class InteractionsChunk(MongoStage):
     chunk_rows = luigi.IntParameter()
     index = luigi.IntParameter()
 
-    def requires(self) -> dict[str, luigi.Task]:
-        return {"ratings": PrepareRatings(), "movies": LoadMovies()}
+    def requires(self) -> LoadMovies:
+        # Not PrepareRatings: a chunk is planned only once its manifest lists the part, and a
+        # damaged part removes that manifest, which must not fail the sibling chunks running.
+        return LoadMovies()
 
     def marker_key(self) -> str:
         return layout.interactions_chunk_marker_key(self.settings, self.source_md5, self.chunk_rows, self.index)
@@ -144,7 +146,7 @@ class InteractionsChunk(MongoStage):
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
         key = layout.ratings_part_key(self.settings, self.source_md5, self.chunk_rows, self.index)
         records = self._read_part(key)
-        movies_marker = self.input()["movies"].read() or {}
+        movies_marker = self.input().read() or {}
         map_key = movies_marker.get("map_key", layout.movie_id_map_key(self.settings))
         movie_ids = _movie_ids(self.bucket, map_key, self.bucket.md5_hex(map_key))
         collection = self.db["interactions"]
@@ -175,9 +177,13 @@ class InteractionsChunk(MongoStage):
         """The ratings of the part; a damaged part is removed with its manifest, so the next run remakes both."""
         try:
             return unpack_part(self.bucket.read_bytes(key), self.bucket.uri(key))
+        except FileNotFoundError:
+            error = DatasetError(f"{self.bucket.uri(key)} is missing")
+            self.bucket.delete(layout.ratings_manifest_key(self.settings, self.source_md5, self.chunk_rows))
+            raise DatasetError(f"{error}: removed its manifest; the next run prepares the ratings again") from None
         except DatasetError as error:
             self.bucket.delete(key)
-            self.bucket.delete(self.input()["ratings"].key)
+            self.bucket.delete(layout.ratings_manifest_key(self.settings, self.source_md5, self.chunk_rows))
             raise DatasetError(
                 f"{error}: removed it and its manifest; the next run prepares the ratings again"
             ) from None

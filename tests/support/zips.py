@@ -70,3 +70,30 @@ def real_slice(
         frame.to_csv(buffer, index=False)
         texts[name] = buffer.getvalue()
     return write_zip(destination, texts, top=top)
+
+
+def patch_member(path: Path, member: str, *, flag_bits: int | None = None, method: int | None = None) -> Path:
+    """Rewrite a member's general-purpose flags or compression method in both its headers.
+
+    Makes zips Python cannot write itself: an "encrypted" member (flag bit 0), or one
+    compressed with a method zipfile cannot read (e.g. 99, AES).
+    """
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        local = archive.getinfo(member).header_offset
+    central = data.index(b"PK\x01\x02")  # the first central directory entry
+    patched = 0
+    while central != -1:
+        name_length = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + name_length].decode() == member:
+            for offset, value in ((8, flag_bits), (10, method)):
+                if value is not None:
+                    data[central + offset : central + offset + 2] = value.to_bytes(2, "little")
+            patched += 1
+        central = data.find(b"PK\x01\x02", central + 4)
+    for offset, value in ((6, flag_bits), (8, method)):
+        if value is not None:
+            data[local + offset : local + offset + 2] = value.to_bytes(2, "little")
+    assert patched == 1, f"{member} not found once in the central directory"
+    path.write_bytes(bytes(data))
+    return path
