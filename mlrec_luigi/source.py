@@ -26,6 +26,7 @@ HTTP_TIMEOUT_S = 60
 HTTP_RETRIES = 5
 HTTP_BACKOFF_S = 0.5
 HTTP_RESUMES = 5
+HTTP_READ_BYTES = 64 * 1024  # what a cut connection can lose: a resumption restarts after the last read
 RETRIED_STATUSES = (429, 500, 502, 503, 504)
 ALLOWED_SCHEMES = ("https", "http", "file", "gs")
 _MD5_TOKEN = re.compile(r"\b([0-9a-fA-F]{32})\b")
@@ -144,7 +145,7 @@ def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] 
                 if expected is None:
                     length = response.headers.get("Content-Length")
                     expected = size + int(length) if length and length.isdigit() else None
-                for block in response.stream(BLOCK_BYTES):
+                for block in response.stream(HTTP_READ_BYTES):
                     md5.update(block)
                     sha256.update(block)
                     out.write(block)

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pymongo
 import pytest
 
 from mlrec_luigi import LoadInteractions, LoadMovies, mongo, movielens
+from mlrec_luigi.documents import MovieIds
 from mlrec_luigi.settings import SettingsError
 from mlrec_luigi.storage import LocalBucket
 from tests.conftest import build, families
@@ -118,3 +120,43 @@ def test_mongomock_is_refused_in_a_forked_worker() -> None:
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     mongo.forget_clients()
+
+
+class _Commands(pymongo.monitoring.CommandListener):
+    """Records every command a client sends."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict] = []
+        self.active = True  # pymongo cannot unregister a listener: it goes quiet after its test
+
+    def started(self, event) -> None:
+        if self.active:
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_writes_carry_the_uris_write_concern(wire_mongo: tuple[str, str]) -> None:
+    uri, database = wire_mongo
+    listener = _Commands()
+    pymongo.monitoring.register(listener)  # applies to the clients made from now on
+    try:
+        mongo.forget_clients()
+        separator = "&" if "?" in uri else "?"
+        collection = mongo.connect(f"{uri}{separator}w=majority&wtimeoutMS=5000")[database]["interactions"]
+        frame = pd.DataFrame({"userId": [1, 2], "movieId": [1, 1], "rating": [4.0, 3.0], "timestamp": [9, 10]})
+        records = movielens.rating_records(frame)
+        ids = MovieIds({1: "0123456789abcdef01234567"})
+        first = mongo.insert_interactions(collection, records, ids, "r1-p00000", 10)
+        again = mongo.insert_interactions(collection, records, ids, "r2-p00000", 10)  # a new release: updates
+    finally:
+        listener.active = False
+        mongo.forget_clients()
+    assert (first.inserted, again.updated) == (2, 2)
+    writes = [c for c in listener.commands if {"insert", "update"} & set(c)]
+    assert {next(iter(c)) for c in writes} == {"insert", "update"}
+    assert all(c.get("writeConcern", {}).get("w") == "majority" for c in writes), writes

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import re
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -108,3 +114,73 @@ def test_file_and_gs_urls(gcs_bucket: str, gcs_emulator: str, tmp_path: Path) ->
 def test_other_schemes_are_refused(url: str, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="unsupported URL scheme"):
         source.fetch(url, tmp_path / "x.zip")
+
+
+def test_create_stores_once_and_list_finds_by_prefix(bucket: Bucket) -> None:
+    assert bucket.create("a/chunk-00000.npy", b"first") is True
+    assert bucket.create("a/chunk-00000.npy", b"second") is False  # GCS: if_generation_match=0 answers 412
+    assert bucket.read_bytes("a/chunk-00000.npy") == b"first"
+    bucket.write_bytes("a/chunk-00001.npy", b"x")
+    bucket.write_bytes("b/other.json", b"{}")
+    assert bucket.list("a/chunk-") == ["a/chunk-00000.npy", "a/chunk-00001.npy"]
+    assert bucket.list("nothing/") == []
+
+
+class _Unreliable(http.server.BaseHTTPRequestHandler):
+    """Serves one file: 503 for the first requests, then cuts the first full answer mid-way; honours Range."""
+
+    body = b""
+    unavailable = 2
+    cut_after: int | None = None
+    requests: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.headers.get("Range"))
+        if type(self).unavailable > 0:
+            type(self).unavailable -= 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        payload = self.body[start:]
+        if type(self).cut_after is not None:
+            payload, type(self).cut_after = payload[: type(self).cut_after], None
+            self.wfile.write(payload)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops mid-transfer
+            return
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def unreliable_server() -> Iterator[tuple[type[_Unreliable], str]]:
+    handler = type("Server", (_Unreliable,), {"body": MOVIELENS_ZIP.read_bytes(), "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/ml.zip"
+    server.shutdown()
+
+
+def test_a_download_survives_5xx_answers_and_a_cut_connection(unreliable_server, tmp_path: Path) -> None:
+    handler, url = unreliable_server
+    handler.unavailable, handler.cut_after = 2, 500_000
+    fetched = source.fetch(url, tmp_path / "ml.zip")
+    assert fetched.md5 == MOVIELENS_MD5 and fetched.size == MOVIELENS_ZIP.stat().st_size
+    assert handler.requests[:3] == [None, None, None] and len(handler.requests) == 4  # two 503s retried
+    resumed_at = int(handler.requests[3].removeprefix("bytes=").rstrip("-"))  # then resumed, not restarted
+    assert 400_000 < resumed_at <= 500_000
+
+
+def test_a_download_that_keeps_failing_names_the_url(unreliable_server, tmp_path: Path) -> None:
+    handler, url = unreliable_server
+    handler.unavailable = 100
+    with pytest.raises(SourceError, match=rf"could not download {re.escape(url)}: MaxRetryError"):
+        source.fetch(url, tmp_path / "ml.zip")
