@@ -11,5 +11,5 @@ COPY setup.cfg pyproject.toml README.md luigi.cfg ./
 COPY mlrec_luigi ./mlrec_luigi
 RUN pip install .
 COPY config ./config
-ENTRYPOINT ["luigi", "--module", "mlrec_luigi", "UpdatePopular"]
+ENTRYPOINT ["luigi", "--module", "mlrec_luigi", "DailyRun"]
 CMD ["--local-scheduler"]

@@ -7,7 +7,8 @@ send to MongoDB (BSON encoding, batching, the socket), and the server only reads
 counts the documents per collection (so that ``count`` answers like a server that stored
 them). Figures measured on it are a ceiling that a real server can only lower; the benchmark
 report says so beside each. Answers ``hello``/``isMaster`` (OP_QUERY and OP_MSG), ``insert``,
-``count``, ``drop`` and any other command with ``ok: 1`` (cursors come back empty).
+``count``, ``count_documents`` (every document received: filters are not evaluated), ``drop``
+and any other command with ``ok: 1`` (other cursors come back empty).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def _reply_to(command: dict[str, Any], documents: int) -> dict[str, Any]:
         return {"n": documents, "ok": 1.0}
     if name in ("delete", "update"):
         return {"n": 0, "ok": 1.0}
+    if name == "aggregate" and any("$group" in stage for stage in command.get("pipeline", [])):
+        # count_documents: answered with every document received (filters are not evaluated).
+        batch = [{"_id": 1, "n": received[namespace]}] if received[namespace] else []
+        return {"cursor": {"id": 0, "ns": namespace, "firstBatch": batch}, "ok": 1.0}
     if name in ("find", "aggregate", "listIndexes", "listCollections"):
         return {"cursor": {"id": 0, "ns": namespace, "firstBatch": []}, "ok": 1.0}
     if name == "count":

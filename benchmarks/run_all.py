@@ -172,12 +172,13 @@ def bench_interactions_on(uri: str, server: str, ratings: int, repeats: int) -> 
         _fresh_collection(uri)
         build(LoadInteractions())
 
-    counts = movielens.RatingsCounts()
-    parts = movielens.ratings_parts(zip_path, np.array(list(id_map)), 50_000, 10**10, 0, counts)
+    parts: list[np.ndarray] = []
+    limits = movielens.RatingsLimits(part_rows=50_000, max_member_bytes=10**10)
+    movielens.prepare_ratings(zip_path, np.array(list(id_map)), limits, lambda _, part: parts.append(part))
     prebuilt = [
         bson.decode(raw.raw, CodecOptions(tz_aware=True))
         for part in parts
-        for raw in documents.interaction_bson(part, documents.MovieIds(id_map))[0]
+        for raw in documents.interaction_bson(part, documents.MovieIds(id_map), "bench-r50000-p00000")[0]
     ]
 
     def raw_insert_many() -> None:

@@ -32,6 +32,14 @@ def model_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")) or "model"
 
 
+def dataset_uri(settings: Settings) -> str:
+    """The address of the dataset's folder: what tells two pipelines apart (in task ids too)."""
+    folder = f"{settings.dataset_prefix}{settings.dataset_name}"
+    if settings.gcs_bucket_name:
+        return f"gs://{settings.gcs_bucket_name}/{folder}"
+    return f"{settings.local_bucket_dir.resolve().as_uri()}/{folder}"
+
+
 def zip_key(settings: Settings) -> str:
     """The MovieLens zip."""
     return f"{settings.dataset_prefix}{settings.movielens_zip_filename}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, then run the whole DAG: luigi --module mlrec_luigi UpdatePopular.
+# Set up, then run the daily DAG: luigi --module mlrec_luigi DailyRun (UpdatePopular + UpdateSimilarMovies).
 #   bash scripts/run-pipeline.sh                      local scheduler, today's date
 #   bash scripts/run-pipeline.sh --scheduler-host 127.0.0.1 --workers 2   against a running luigid
 #   bash scripts/run-pipeline.sh --date 2026-11-24
@@ -17,4 +17,4 @@ for arg in "$@"; do
   case "$arg" in --scheduler-host|--scheduler-url|--scheduler-host=*|--scheduler-url=*) scheduler=() ;; esac
 done
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-exec .venv/bin/luigi --module mlrec_luigi UpdatePopular "${scheduler[@]}" "$@"
+exec .venv/bin/luigi --module mlrec_luigi DailyRun "${scheduler[@]}" "$@"

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from pymongo.database import Database
 
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
-from mlrec_luigi.settings import Settings, get_settings
+from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, MarkerTarget, open_bucket
 
 logger = logging.getLogger("mlrec_luigi")
@@ -39,14 +39,53 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class SettingParameter(luigi.Parameter):
+    """A parameter whose default is read from the settings when the task is made.
+
+    It puts what the settings choose (the dataset, the model) into the task's id, so two
+    pipelines under one scheduler never share a task, and the dashboard names each.
+    """
+
+    def __init__(self, read: Callable[[Settings], str], **kwargs: Any) -> None:
+        super().__init__(default=None, **kwargs)
+        self._read = read
+
+    def normalize(self, value: Any) -> Any:
+        if value is not None:
+            return value
+        try:
+            return self._read(get_settings())
+        except SettingsError:
+            return "(settings invalid)"  # complete() raises the error itself, in one line
+
+
+def model_parameter() -> SettingParameter:
+    """The embedding model, for the tasks whose output it shapes (default: ``HF_MODEL_NAME``)."""
+    return SettingParameter(lambda settings: settings.hf_model_name, description="default: HF_MODEL_NAME")
+
+
 class PipelineTask(luigi.Task):
     """A stage of the pipeline. ``run()`` fills ``self.counts``; a summary is logged at the end."""
+
+    dataset = SettingParameter(
+        layout.dataset_uri,
+        description="where the dataset's outputs live; default: from GCS_BUCKET_NAME, GCS_DATASET_PATH and the zip",
+    )
 
     counts: dict[str, Any]
 
     @property
     def settings(self) -> Settings:
-        return get_settings()
+        settings = get_settings()
+        if self.dataset != layout.dataset_uri(settings):
+            raise SettingsError(
+                f"--dataset {self.dataset} is not the dataset these settings name ({layout.dataset_uri(settings)}): "
+                "set GCS_BUCKET_NAME, GCS_DATASET_PATH and MOVIELENS_URL for it instead"
+            )
+        model = getattr(self, "model", settings.hf_model_name)
+        if model != settings.hf_model_name:
+            raise SettingsError(f"--model {model} is not HF_MODEL_NAME ({settings.hf_model_name}): set HF_MODEL_NAME")
+        return settings
 
     @functools.cached_property
     def bucket(self) -> Bucket:

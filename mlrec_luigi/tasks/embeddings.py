@@ -15,7 +15,7 @@ import luigi
 
 from mlrec_luigi import embedding, layout
 from mlrec_luigi.storage import BucketTarget
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, model_parameter
 from mlrec_luigi.tasks.download import DownloadMovieLens
 
 
@@ -61,6 +61,8 @@ class EmbeddingChunk(PipelineTask):
 
 class Embeddings(ChunkedStage):
     """All chunks of the current zip and model, recorded in a manifest written last."""
+
+    model = model_parameter()
 
     def requires(self) -> list[luigi.Task]:
         return [DownloadMovieLens(), *self.planned_chunks]

@@ -15,12 +15,14 @@ from mlrec_luigi import embedding, layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.embedding import ChunkDamaged
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.tasks.base import MongoStage, Stage
+from mlrec_luigi.tasks.base import MongoStage, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings
 
 
 class LoadMovies(MongoStage):
     """Movies + embeddings → MongoDB ``movies``; ``movie_id_map.json`` → the bucket."""
+
+    model = model_parameter()
 
     STAMPED = ("map_md5",)
 

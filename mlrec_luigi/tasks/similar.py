@@ -25,7 +25,7 @@ from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
 from mlrec_luigi.storage import Bucket, BucketTarget
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.movies import LoadMovies
 
@@ -107,6 +107,8 @@ class SimilarMoviesBlock(SimilarInputs):
 
 class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
     """Every movie's exact nearest neighbours → Redis ``rec:item:<_id>``."""
+
+    model = model_parameter()
 
     STAMPED = ("movies", "sample", "redis")
 

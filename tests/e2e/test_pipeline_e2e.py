@@ -19,7 +19,7 @@ import pytest
 import redis
 from bson import ObjectId
 
-from mlrec_luigi import UpdatePopular, mongo
+from mlrec_luigi import DailyRun, UpdatePopular, mongo
 from mlrec_luigi.popularity import end_of_day
 from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
 from mlrec_luigi.storage import open_bucket
@@ -65,9 +65,24 @@ def e2e_env(
     )
 
 
+def expected_similar(db, sample: int) -> dict[str, tuple[list[str], dict[str, float]]]:
+    """For every ``sample``-th movie: its 10 nearest neighbours by brute force (float64), and every score."""
+    movies = sorted(db.movies.find({}, {"embedding": 1}), key=lambda d: str(d["_id"]))
+    ids = np.array([str(d["_id"]) for d in movies])
+    vectors = np.array([d["embedding"] for d in movies], dtype=np.float64)
+    expected = {}
+    for row in range(0, len(ids), sample):
+        scores = vectors @ vectors[row]
+        scores[row] = -np.inf
+        order = np.lexsort((np.arange(len(ids)), -scores))[:10]
+        expected[f"rec:item:{ids[row]}"] = (ids[order].tolist(), dict(zip(ids.tolist(), scores.tolist(), strict=True)))
+    return expected
+
+
 def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> None:
-    summary = build(UpdatePopular(date=RUN_DATE))
+    summary = build(DailyRun(date=RUN_DATE))
     assert families(summary["completed"]) == [
+        "DailyRun",
         "DownloadMovieLens",
         *["EmbeddingChunk"] * 5,
         "Embeddings",
@@ -75,7 +90,9 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
         "LoadInteractions",
         "LoadMovies",
         "PrepareRatings",
+        *["SimilarMoviesBlock"] * 5,
         "UpdatePopular",
+        "UpdateSimilarMovies",
     ]
 
     settings = get_settings()
@@ -129,17 +146,28 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     published = json.loads(client.get(POPULAR_REDIS_KEY))
     assert published == expected_popular(id_map, RUN_DATE)
     assert 1 <= len(published) <= 50
-    assert 0 < client.ttl(POPULAR_REDIS_KEY) <= 86_400
+    assert 86_000 < client.ttl(POPULAR_REDIS_KEY) <= 86_400
+
+    # Similar movies: every movie has its key, with the exact neighbours (a slice checked by brute
+    # force, ties within float error allowed to swap), and a TTL longer than a day.
+    similar_keys = {key.decode() for key in client.scan_iter("rec:item:*", count=1000)}
+    assert similar_keys == {f"rec:item:{doc['_id']}" for doc in movies.values()}
+    for key, (ids, score) in expected_similar(db, 97).items():
+        got = json.loads(client.get(key))
+        assert len(got) == 10 and key.removeprefix("rec:item:") not in got
+        # The same neighbours in the same order; where float32 and float64 disagree, only on a near-tie.
+        np.testing.assert_allclose([score[i] for i in got], [score[i] for i in ids], atol=1e-6, err_msg=key)
+    assert 86_400 < client.ttl(next(iter(similar_keys))) <= 90_000
 
     # A rerun with everything complete runs nothing.
     snapshot_movies = {m: doc["_id"] for m, doc in movies.items()}
-    summary = build(UpdatePopular(date=RUN_DATE))
+    summary = build(DailyRun(date=RUN_DATE))
     assert summary["completed"] == set()
-    assert families(summary["already_done"]) == ["UpdatePopular"]
+    assert families(summary["already_done"]) == ["DailyRun"]
 
     # Markers gone (say, a bucket cleanup): the stages rerun and write nothing new.
-    for blob in bucket._bucket.list_blobs(prefix="datasets/ml-latest-small/markers/"):
-        bucket.delete(blob.name)
+    for key in bucket.list("datasets/ml-latest-small/markers/"):
+        bucket.delete(key)
     summary = build(UpdatePopular(date=RUN_DATE))
     assert families(summary["completed"]) == ["InteractionsChunk", "LoadInteractions", "LoadMovies", "UpdatePopular"]
     movie_marker = bucket.read_json("datasets/ml-latest-small/markers/load_movies.json")
@@ -162,7 +190,9 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
     db.interactions.insert_one(api_interaction)
     summary = build(UpdatePopular(date=EARLIER_DATE))
     assert families(summary["completed"]) == ["UpdatePopular"]
-    assert json.loads(client.get(POPULAR_REDIS_KEY)) == expected_popular(id_map, EARLIER_DATE)
+    backfill = bucket.read_json(f"datasets/ml-latest-small/markers/popular/{EARLIER_DATE.isoformat()}.json")
+    assert backfill["movie_ids"] == expected_popular(id_map, EARLIER_DATE) and backfill["redis"] == "not_live"
+    assert json.loads(client.get(POPULAR_REDIS_KEY)) == published  # the newest date's list stays live
     assert db.interactions.count_documents({}) == 100837
     assert db.interactions.find_one({"_id": api_interaction["_id"]})["type"] == "like"
 

@@ -1,0 +1,145 @@
+"""Exact nearest neighbours: blocks against brute force, ties by _id, and the stage on real services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pymongo
+import pytest
+import redis
+
+from mlrec_luigi import DailyRun, UpdateSimilarMovies, similar
+from mlrec_luigi.storage import LocalBucket
+from tests.conftest import build, families
+from tests.support.zips import MOVIES, small_zip
+
+
+def brute_force(vectors: np.ndarray, k: int) -> list[list[int]]:
+    """Every row's k best other rows by (score desc, row asc), the obvious way."""
+    scores = vectors @ vectors.T
+    return [
+        sorted((j for j in range(len(vectors)) if j != i), key=lambda j, i=i: (-scores[i, j], j))[:k]
+        for i in range(len(vectors))
+    ]
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 1000])
+def test_blocks_equal_brute_force_whatever_the_block(block_rows: int) -> None:
+    rng = np.random.default_rng(3)
+    vectors = unit(rng.normal(size=(150, 16)))
+    rows = np.concatenate(
+        [similar.compute_block(vectors, start, min(start + block_rows, 150), 10) for start in range(0, 150, block_rows)]
+    )
+    assert rows["neighbours"].tolist() == brute_force(vectors, 10)
+    expected = np.sort(vectors @ vectors.T - 3 * np.eye(150), axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(rows["scores"], expected, atol=1e-6)
+
+
+def test_ties_go_to_the_lower_id_even_across_the_partition_cut() -> None:
+    # Rows 1..6 are the same vector: for row 0 every one ties; k=3 must take rows 1, 2, 3.
+    base = unit(np.array([[1.0, 0.2], *[[1.0, 0.0]] * 6, [0.0, 1.0]]))
+    rows = similar.compute_block(base, 0, len(base), 3)
+    assert rows["neighbours"][0].tolist() == [1, 2, 3]
+    assert rows["neighbours"][4].tolist() == [1, 2, 3]  # itself excluded, ties by row
+    assert rows["neighbours"].tolist() == brute_force(base, 3)
+
+
+def test_a_damaged_block_is_named() -> None:
+    data = similar.pack_block(similar.compute_block(unit(np.eye(4) + 0.1), 0, 4, 2))
+    assert similar.unpack_block(data, "b")["neighbours"].shape == (4, 2)
+    with pytest.raises(similar.BlockDamaged, match=r"gs://x/block-00001\.npy is not a readable \.npy file"):
+        similar.unpack_block(data[:100], "gs://x/block-00001.npy")
+
+
+# --- the stage, on the real model, a real wire-protocol MongoDB and a real redis-server ----------
+
+EXTRA = "".join(f"{100 + i},{title} ({1990 + i}),{genres}\n" for i, (title, genres) in enumerate(
+    [("Toy Story 2", "Animation|Children|Comedy"), ("The Exorcist", "Horror|Thriller"), ("Heat", "Action|Crime"),
+     ("Finding Nemo", "Animation|Children"), ("Alien", "Horror|Sci-Fi"), ("Casino", "Crime|Drama")]
+))  # fmt: skip
+
+
+@pytest.fixture
+def similar_env(pipeline_env: Callable[..., dict[str, str]], wire_mongo, redis_url: str, tmp_path: Path, model):
+    uri, database = wire_mongo
+    zip_path = small_zip(tmp_path / "ml.zip", movies_csv=MOVIES + EXTRA)
+
+    def configure(**env: str) -> LocalBucket:
+        base = {
+            "MOVIELENS_URL": zip_path.as_uri(),
+            "MONGODB_URI": uri,
+            "MONGODB_DATABASE": database,
+            "REDIS_URL": redis_url,
+            "SIMILAR_MOVIES_TOP_N": "4",
+            "SIMILAR_MOVIES_BLOCK_ROWS": "3",
+            "POPULARITY_RECENT_DAYS": "10000",
+        }
+        values = pipeline_env(**{**base, **env})
+        return LocalBucket(Path(values["LOCAL_BUCKET_DIR"]))
+
+    return configure, pymongo.MongoClient(uri)[database], redis.Redis.from_url(redis_url)
+
+
+def published(client: redis.Redis) -> dict[str, list[str]]:
+    return {k.decode(): json.loads(client.get(k)) for k in client.scan_iter("rec:item:*")}
+
+
+def expected_lists(db: pymongo.database.Database, k: int) -> dict[str, list[str]]:
+    movies = sorted(db.movies.find({}, {"embedding": 1}), key=lambda d: str(d["_id"]))
+    ids = [str(d["_id"]) for d in movies]
+    vectors = np.array([d["embedding"] for d in movies], dtype=np.float32)
+    return {f"rec:item:{ids[i]}": [ids[j] for j in row] for i, row in enumerate(brute_force(vectors, k))}
+
+
+def test_every_movie_gets_its_exact_neighbours_with_the_ttl(similar_env) -> None:
+    configure, db, client = similar_env
+    bucket = configure()
+    summary = build(UpdateSimilarMovies())
+    assert families(summary["completed"]).count("SimilarMoviesBlock") == 4  # 10 movies, blocks of 3
+    lists = published(client)
+    assert len(lists) == db.movies.count_documents({}) == 10
+    assert lists == expected_lists(db, 4)
+    ids = {str(d["_id"]): d["title"] for d in db.movies.find()}
+    toy_story = next(i for i, t in ids.items() if t == "Toy Story (1995)")
+    assert ids[lists[f"rec:item:{toy_story}"][0]] == "Toy Story 2 (1990)"
+    assert all(86_390 < client.ttl(key) <= 90_000 for key in lists)
+    marker = bucket.read_json("datasets/ml/markers/similar_movies.json")
+    assert (marker["movies"], marker["neighbours"], marker["redis"]) == (10, 4, "published")
+    assert not build(UpdateSimilarMovies())["completed"]  # rerun: publishes nothing
+
+
+def test_n_ttl_redis_loss_and_a_new_model_each_republish(similar_env, model, tmp_path: Path) -> None:
+    configure, db, client = similar_env
+    configure()
+    build(UpdateSimilarMovies())
+    configure(SIMILAR_MOVIES_TOP_N="2", SIMILAR_MOVIES_TTL_SECONDS="100000")
+    assert "UpdateSimilarMovies" in families(build(UpdateSimilarMovies())["completed"])
+    assert published(client) == expected_lists(db, 2)
+    assert all(99_990 < client.ttl(key) <= 100_000 for key in published(client))
+    client.flushall()  # a restart without persistence: the sampled keys are gone
+    configure(SIMILAR_MOVIES_TOP_N="2", SIMILAR_MOVIES_TTL_SECONDS="100000")
+    assert families(build(UpdateSimilarMovies())["completed"]) == ["UpdateSimilarMovies"]  # blocks are kept
+    assert len(published(client)) == 10
+    model.save(str(tmp_path / "other-model"))
+    configure(HF_MODEL_NAME=str(tmp_path / "other-model"))
+    summary = build(DailyRun(date=dt.date(2026, 11, 24)))
+    assert {"LoadMovies", "SimilarMoviesBlock", "UpdateSimilarMovies", "UpdatePopular"} <= set(
+        families(summary["completed"])
+    )
+    assert published(client) == expected_lists(db, 4)
+
+
+def test_without_redis_the_lists_are_kept_in_the_bucket(similar_env) -> None:
+    configure, _, client = similar_env
+    bucket = configure(REDIS_URL="")
+    build(UpdateSimilarMovies())
+    assert bucket.read_json("datasets/ml/markers/similar_movies.json")["redis"] == "no_redis"
+    assert len(bucket.list("datasets/ml/similar/")) == 4 and published(client) == {}
