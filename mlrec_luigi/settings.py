@@ -129,6 +129,9 @@ class Settings:
         return {f.name: redact(str(getattr(self, f.name))) for f in fields(self)}
 
 
+DEFAULTS = Settings()  # each default is written once, in the dataclass
+
+
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None:
@@ -212,7 +215,7 @@ def _mongodb_database(uri: str | None, env: Mapping[str, str]) -> str:
     return name
 
 
-def _folder(env: Mapping[str, str], name: str, default: str) -> Path:
+def _folder(env: Mapping[str, str], name: str, default: Path) -> Path:
     """A folder the pipeline creates if needed: refused when it, or a parent, is a file."""
     path = Path(_text(env, name) or default)
     for candidate in (path, *path.parents):
@@ -252,35 +255,47 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
     return Settings(
         log_level=log_level,
         gcs_bucket_name=_text(values, "GCS_BUCKET_NAME"),
-        gcs_dataset_path=values.get("GCS_DATASET_PATH", "datasets/"),
+        gcs_dataset_path=values.get("GCS_DATASET_PATH", DEFAULTS.gcs_dataset_path),
         storage_emulator_host=_text(values, "STORAGE_EMULATOR_HOST"),
-        local_bucket_dir=_folder(values, "LOCAL_BUCKET_DIR", "var/bucket"),
-        cache_dir=_folder(values, "CACHE_DIR", "var/cache"),
+        local_bucket_dir=_folder(values, "LOCAL_BUCKET_DIR", DEFAULTS.local_bucket_dir),
+        cache_dir=_folder(values, "CACHE_DIR", DEFAULTS.cache_dir),
         mongodb_uri=mongodb_uri,
         mongodb_database=_mongodb_database(mongodb_uri, values),
         movielens_url=url,
         movielens_zip_filename=zip_filename,
-        hf_model_name=_text(values, "HF_MODEL_NAME") or DEFAULT_MODEL_NAME,
-        hf_device=_text(values, "HF_DEVICE") or "cpu",
+        hf_model_name=_text(values, "HF_MODEL_NAME") or DEFAULTS.hf_model_name,
+        hf_device=_text(values, "HF_DEVICE") or DEFAULTS.hf_device,
         hf_hub_offline=(_text(values, "HF_HUB_OFFLINE") or "0").lower() in ("1", "true", "yes", "on"),
-        embedding_precision=_choice(values, "EMBEDDING_PRECISION", "fp32", ("fp32", "bf16")),
-        embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", 64, maximum=65_536),
-        embedding_chunk_size=_integer(values, "EMBEDDING_CHUNK_SIZE", 1000, maximum=10_000_000),
-        interactions_chunk_rows=_integer(values, "INTERACTIONS_CHUNK_ROWS", 250_000, maximum=100_000_000),
-        interactions_max_rejected_rows=_integer(values, "INTERACTIONS_MAX_REJECTED_ROWS", 0, minimum=0),
-        interactions_max_unknown_fraction=_number(values, "INTERACTIONS_MAX_UNKNOWN_FRACTION", 0.01, 0.0, 1.0),
-        max_member_bytes=_integer(values, "MAX_MEMBER_BYTES", 8 * 1024**3),
+        embedding_precision=_choice(values, "EMBEDDING_PRECISION", DEFAULTS.embedding_precision, ("fp32", "bf16")),
+        embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", DEFAULTS.embedding_batch_size, maximum=65_536),
+        embedding_chunk_size=_integer(
+            values, "EMBEDDING_CHUNK_SIZE", DEFAULTS.embedding_chunk_size, maximum=10_000_000
+        ),
+        interactions_chunk_rows=_integer(
+            values, "INTERACTIONS_CHUNK_ROWS", DEFAULTS.interactions_chunk_rows, maximum=100_000_000
+        ),
+        interactions_max_rejected_rows=_integer(
+            values, "INTERACTIONS_MAX_REJECTED_ROWS", DEFAULTS.interactions_max_rejected_rows, minimum=0
+        ),
+        interactions_max_unknown_fraction=_number(
+            values, "INTERACTIONS_MAX_UNKNOWN_FRACTION", DEFAULTS.interactions_max_unknown_fraction, 0.0, 1.0
+        ),
+        max_member_bytes=_integer(values, "MAX_MEMBER_BYTES", DEFAULTS.max_member_bytes, maximum=2**50),
         redis_url=_uri(values, "REDIS_URL", ("redis", "rediss", "unix")),
         # 100 years: the window's start stays a date Python and MongoDB can hold.
-        popularity_recent_days=_integer(values, "POPULARITY_RECENT_DAYS", 7, maximum=36_500),
-        popularity_min_rating=_number(values, "POPULARITY_MIN_RATING", 4.0, 0.0, 5.0),
-        popularity_top_n=_integer(values, "POPULARITY_TOP_N", 50, maximum=100_000),
-        popularity_ttl_seconds=_integer(values, "POPULARITY_TTL_SECONDS", 86_400),
-        similar_movies_top_n=_integer(values, "SIMILAR_MOVIES_TOP_N", 10, maximum=1_000),
-        similar_movies_ttl_seconds=_integer(
-            values, "SIMILAR_MOVIES_TTL_SECONDS", 90_000, minimum=MIN_SIMILAR_TTL_SECONDS
+        popularity_recent_days=_integer(
+            values, "POPULARITY_RECENT_DAYS", DEFAULTS.popularity_recent_days, maximum=36_500
         ),
-        similar_movies_block_rows=_integer(values, "SIMILAR_MOVIES_BLOCK_ROWS", 2048, maximum=1_000_000),
+        popularity_min_rating=_number(values, "POPULARITY_MIN_RATING", DEFAULTS.popularity_min_rating, 0.0, 5.0),
+        popularity_top_n=_integer(values, "POPULARITY_TOP_N", DEFAULTS.popularity_top_n, maximum=100_000),
+        popularity_ttl_seconds=_integer(values, "POPULARITY_TTL_SECONDS", DEFAULTS.popularity_ttl_seconds),
+        similar_movies_top_n=_integer(values, "SIMILAR_MOVIES_TOP_N", DEFAULTS.similar_movies_top_n, maximum=1_000),
+        similar_movies_ttl_seconds=_integer(
+            values, "SIMILAR_MOVIES_TTL_SECONDS", DEFAULTS.similar_movies_ttl_seconds, minimum=MIN_SIMILAR_TTL_SECONDS
+        ),
+        similar_movies_block_rows=_integer(
+            values, "SIMILAR_MOVIES_BLOCK_ROWS", DEFAULTS.similar_movies_block_rows, maximum=1_000_000
+        ),
     )
 
 

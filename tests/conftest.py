@@ -299,7 +299,7 @@ def families(tasks: set) -> list[str]:
 def scheduled_dag_command(port: int, *extra: str) -> list[str]:
     """The DAG for 2026-11-24 against the luigid on loopback ``port``."""
     return luigi_command(
-        "UpdatePopular", "--date", "2026-11-24", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port), *extra
+        "DailyRun", "--date", "2026-11-24", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port), *extra
     )
 
 

@@ -115,3 +115,28 @@ def test_console_formatter_for_terminals_is_readable_and_redacted() -> None:
     record.uri = "redis://:pw123@host:6379"
     line = ConsoleFormatter().format(record)
     assert "INFO    task finished task=LoadMovies uri=redis://:***@host:6379" in line
+
+
+def test_every_setting_is_documented_once_with_its_default() -> None:
+    """Settings are declared once (the dataclass); config/.env.sample and the README table follow it."""
+    import dataclasses
+    import re
+
+    from mlrec_luigi.settings import Settings
+
+    project = Path(__file__).resolve().parents[1]
+    sample = dict(
+        line.split("=", 1)
+        for line in (project / "config/.env.sample").read_text().splitlines()
+        if re.match(r"^[A-Z_]+=", line)
+    )
+    readme = (project / "README.md").read_text()
+    table = set(re.findall(r"^\| `([A-Z_]+)`", readme, flags=re.MULTILINE))
+    for field in dataclasses.fields(Settings):
+        name = field.name.upper()
+        assert name in sample, f"{name} is not in config/.env.sample"
+        assert name in table, f"{name} is not in the README's settings table"
+        if sample[name] and field.default is not None and not isinstance(field.default, bool):
+            parsed = settings(**{name: sample[name]})
+            assert getattr(parsed, field.name) == getattr(settings(), field.name), name
+    assert set(sample) - {f.name.upper() for f in dataclasses.fields(Settings)} <= {"MONGODB_DATABASE"}

@@ -41,9 +41,18 @@ from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK = 120, 1500, 20
-STAGES = ("DownloadMovieLens", "EmbeddingChunk", "LoadMovies", "PrepareRatings", "InteractionsChunk", "UpdatePopular")
-INTERACTION_CHUNK_ROWS = 300
-CRASHES_PER_STAGE = 4
+STAGES = (
+    "DownloadMovieLens",
+    "EmbeddingChunk",
+    "LoadMovies",
+    "PrepareRatings",
+    "InteractionsChunk",
+    "UpdatePopular",
+    "SimilarMoviesBlock",  # mid-compute
+    "UpdateSimilarMovies",  # mid-publish
+)
+INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 300, 40
+CRASHES_PER_STAGE = {stage: 2 if "Similar" in stage else 4 for stage in STAGES}
 SEED = 20261124
 RUN_DATE = "2026-11-24"
 
@@ -105,6 +114,7 @@ def scenario_factory(slow_zip_url: str, gcs_emulator: str, redis_server: str, tm
             REDIS_URL=redis_server,
             EMBEDDING_CHUNK_SIZE=str(CHUNK),
             INTERACTIONS_CHUNK_ROWS=str(INTERACTION_CHUNK_ROWS),
+            SIMILAR_MOVIES_BLOCK_ROWS=str(SIMILAR_BLOCK),
         )
         redis.Redis.from_url(redis_server).flushdb()
         return Scenario(env, GCSBucket(name, gcs_emulator), uri, database)
@@ -116,7 +126,7 @@ def scenario_factory(slow_zip_url: str, gcs_emulator: str, redis_server: str, tm
 
 
 def complete_run(scenario: Scenario) -> list[dict[str, Any]]:
-    result = run_luigi("UpdatePopular", "--local-scheduler", "--date", RUN_DATE, env=scenario.env)
+    result = run_luigi("DailyRun", "--local-scheduler", "--date", RUN_DATE, env=scenario.env)
     assert result.returncode == 0, result.stderr[-3000:]
     return events(result.stderr)
 
@@ -144,13 +154,15 @@ def snapshot(scenario: Scenario) -> dict[str, Any]:
     ml_of = {str(doc["_id"]): doc["movieId_ml"] for doc in movie_docs}
     prefix = "datasets/ml-crash/"
     id_map = scenario.bucket.read_json(prefix + "movie_id_map.json")
-    chunk_keys = sorted(b.name for b in scenario.bucket._bucket.list_blobs(prefix=prefix + "embeddings/"))
+    chunk_keys = scenario.bucket.list(prefix + "embeddings/")
     chunks = {
         key.rsplit("/", 1)[-1]: unpack_chunk(scenario.bucket.read_bytes(key))
         for key in chunk_keys
         if key.endswith(".npy")
     }
-    published = json.loads(redis.Redis.from_url(scenario.env["REDIS_URL"]).get(POPULAR_REDIS_KEY))
+    client = redis.Redis.from_url(scenario.env["REDIS_URL"])
+    published = json.loads(client.get(POPULAR_REDIS_KEY))
+    similar = {key.decode(): json.loads(client.get(key)) for key in client.scan_iter("rec:item:*")}
     return {
         "movie_count": len(movie_docs),
         "movies": {
@@ -165,6 +177,7 @@ def snapshot(scenario: Scenario) -> dict[str, Any]:
         ),
         "chunks": chunks,
         "popular": [ml_of[hex_id] for hex_id in published],
+        "similar": {ml_of[key[9:]]: [ml_of[i] for i in ids] for key, ids in similar.items()},
     }
 
 
@@ -181,6 +194,7 @@ def assert_same_state(actual: dict[str, Any], clean: dict[str, Any]) -> None:
         np.testing.assert_array_equal(actual["chunks"][name][0], ids)
         np.testing.assert_allclose(actual["chunks"][name][1], vectors, atol=1e-5)
     assert actual["popular"] == clean["popular"]
+    assert len(actual["similar"]) == MOVIES and actual["similar"] == clean["similar"]
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +207,7 @@ def clean_run(scenario_factory, request: pytest.FixtureRequest) -> tuple[dict[st
 
 
 def start_dag(scenario: Scenario, *extra: str) -> subprocess.Popen[str]:
-    command = luigi_command("UpdatePopular", "--local-scheduler", "--date", RUN_DATE, *extra)
+    command = luigi_command("DailyRun", "--local-scheduler", "--date", RUN_DATE, *extra)
     return subprocess.Popen(
         command, cwd=PROJECT, env=scenario.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
@@ -228,7 +242,7 @@ def kill_during(
     return {"returncode": process.returncode, "delay": delay, "log": log}
 
 
-CASES = [(stage, n) for stage in STAGES for n in range(CRASHES_PER_STAGE)]
+CASES = [(stage, n) for stage in STAGES for n in range(CRASHES_PER_STAGE[stage])]
 
 
 @pytest.mark.parametrize(("stage", "attempt"), CASES, ids=[f"{s}-{n}" for s, n in CASES])
@@ -239,9 +253,9 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     crash = kill_during(scenario, stage, rng, durations)
     chunks_done_before = len(finished(crash["log"], "EmbeddingChunk"))
     chunk_prefix = "datasets/ml-crash/embeddings/"
-    chunks_present = sum(1 for b in scenario.bucket._bucket.list_blobs(prefix=chunk_prefix) if b.name.endswith(".npy"))
-    loaded_prefix = "datasets/ml-crash/markers/interactions/"
-    loaded_present = sum(1 for b in scenario.bucket._bucket.list_blobs(prefix=loaded_prefix))
+    chunks_present = sum(1 for key in scenario.bucket.list(chunk_prefix) if key.endswith(".npy"))
+    loaded_present = len(scenario.bucket.list("datasets/ml-crash/markers/interactions/"))
+    blocks_present = len(scenario.bucket.list("datasets/ml-crash/similar/"))
     with pymongo.MongoClient(scenario.mongo_uri) as client:
         ids_after_crash = {
             d["movieId_ml"]: str(d["_id"]) for d in client[scenario.database].movies.find({}, {"movieId_ml": 1})
@@ -259,6 +273,8 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     assert chunks_rerun == MOVIES // CHUNK - chunks_present
     # Likewise the interactions: only the chunks without a marker are loaded again.
     assert len(finished(rerun, "InteractionsChunk")) == RATINGS // INTERACTION_CHUNK_ROWS - loaded_present
+    # And the similar-movies blocks: only the missing ones are computed again.
+    assert len(finished(rerun, "SimilarMoviesBlock")) == -(-MOVIES // SIMILAR_BLOCK) - blocks_present
     assert crash["returncode"] == -signal.SIGKILL, "the process ended before the kill: no crash was injected"
     print(
         json.dumps(

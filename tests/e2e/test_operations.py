@@ -21,7 +21,7 @@ from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
 from tests.support.zips import real_slice
 
-MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS = 120, 1500, 20, 500
+MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 120, 1500, 20, 500, 50
 
 
 def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: str) -> dict[str, str]:
@@ -35,6 +35,7 @@ def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: st
         REDIS_URL=redis_url,
         EMBEDDING_CHUNK_SIZE=str(CHUNK),
         INTERACTIONS_CHUNK_ROWS=str(INTERACTION_CHUNK_ROWS),
+        SIMILAR_MOVIES_BLOCK_ROWS=str(SIMILAR_BLOCK),
         **extra,
     )
 
@@ -84,14 +85,18 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         assert len(loaded) == RATINGS // INTERACTION_CHUNK_ROWS
         assert finished_tasks(first_log) and finished_tasks(second_log)  # both machines worked
         done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
-        # Chunks of both kinds, plus Download, Embeddings, LoadMovies, PrepareRatings, LoadInteractions, UpdatePopular.
-        assert len(done) == MOVIES // CHUNK + RATINGS // INTERACTION_CHUNK_ROWS + 6
+        # Chunks of both kinds, similar-movies blocks, plus Download, Embeddings, LoadMovies, PrepareRatings,
+        # LoadInteractions, UpdatePopular, UpdateSimilarMovies, DailyRun.
+        blocks = -(-MOVIES // SIMILAR_BLOCK)
+        assert len(done) == MOVIES // CHUNK + RATINGS // INTERACTION_CHUNK_ROWS + blocks + 8
+        assert len([event for event in ran if event["task"] == "SimilarMoviesBlock"]) == blocks
 
     # luigid recorded the task history in SQLite.
     with sqlite3.connect(folder / "task-history.sqlite") as history:
         names = {row[0] for row in history.execute("SELECT name FROM tasks")}
         events = {row[0] for row in history.execute("SELECT event_name FROM task_events")}
     assert {"DownloadMovieLens", "EmbeddingChunk", "LoadMovies", "LoadInteractions", "UpdatePopular"} <= names
+    assert {"SimilarMoviesBlock", "UpdateSimilarMovies", "DailyRun"} <= names
     assert "DONE" in events and "RUNNING" in events
 
 
@@ -114,10 +119,13 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
         "InteractionsChunk",
         "LoadInteractions",
         "UpdatePopular",
+        "SimilarMoviesBlock",
+        "UpdateSimilarMovies",
+        "DailyRun",
     }
     second = cron("2026-11-24")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert [e["task"] for e in finished_tasks(second.stderr)] == ["UpdatePopular"]
+    assert [e["task"] for e in finished_tasks(second.stderr)] == ["UpdatePopular", "DailyRun"]
 
     # The report: a human summary of the last run, and a chart.
     png = tmp_path / "report.png"
@@ -133,8 +141,44 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
     assert "for date 2026-11-24" in report.stdout
     assert f"movies  {MOVIES} (inserted {MOVIES}, updated 0, unchanged 0)" in report.stdout
     assert f"ratings {RATINGS} read" in report.stdout
-    assert "UpdatePopular" in report.stdout and "redis: published" in report.stdout
+    assert "redis: published" in report.stdout
+    assert f"similar {MOVIES} movies x 10 neighbours, redis: published" in report.stdout
+    assert "similar_movies" in report.stdout and "load_interactions" in report.stdout
     image = matplotlib.image.imread(png)
     assert image.shape[0] >= 900 and image.shape[1] >= 1000
     assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 10  # not a blank canvas
     print(report.stdout)
+
+
+def test_two_datasets_under_one_luigid_at_once_stay_apart(
+    tmp_path: Path, wire_mongo, redis_server, monkeypatch
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("LUIGID_PORT", str(port))
+    monkeypatch.setenv("LUIGID_DIR", str(tmp_path / "luigid"))
+    with background(["bash", str(PROJECT / "scripts/luigid.sh")], tmp_path / "luigid.out"):
+        wait_until(lambda: scheduler_api(url, "task_list") is not None, "luigid", timeout_s=120)
+        uri, database = wire_mongo
+        runs = {}
+        for name, movies, db_index in (("ml-small-a", 60, 1), ("ml-small-b", 80, 2)):
+            zip_path = real_slice(MOVIELENS_ZIP, tmp_path / f"{name}.zip", movies, 500)
+            env = subprocess_env(
+                tmp_path,  # one bucket folder: the datasets share it, as staging and production share a project
+                MOVIELENS_URL=zip_path.as_uri(),
+                MONGODB_URI=uri,
+                MONGODB_DATABASE=f"{database}_{db_index}",
+                REDIS_URL=redis_server.rsplit("/", 1)[0] + f"/{db_index}",
+                EMBEDDING_CHUNK_SIZE="20",
+            )
+            command = scheduled_dag_command(port, "--no-lock")
+            runs[name] = (subprocess.Popen(command, cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True), movies)
+        for name, (run, movies) in runs.items():
+            log = run.communicate(timeout=600)[1]
+            assert run.returncode == 0, log[-3000:]
+            marker = json.loads((tmp_path / f"bucket/datasets/{name}/markers/load_movies.json").read_text())
+            assert marker["movies"] == movies
+        done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
+        dailies = sorted(task["params"]["dataset"] for task in done.values() if task["name"] == "DailyRun")
+        assert [d.rsplit("/", 1)[-1] for d in dailies] == ["ml-small-a", "ml-small-b"]
+        assert all(task["params"].get("dataset") for task in done.values())  # every row names its dataset
