@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -18,7 +19,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import luigi
@@ -26,6 +27,36 @@ import luigi
 from mlrec_luigi.settings import Settings
 
 _COPY_BUFFER = 1024 * 1024
+T = TypeVar("T")
+_READS: contextvars.ContextVar[dict[tuple[str, ...], Any] | None] = contextvars.ContextVar("reads", default=None)
+
+
+@contextlib.contextmanager
+def reads_cached() -> Iterator[None]:
+    """Within the block, each bucket read (and completeness check) through :func:`cached` happens once.
+
+    One ``complete()`` of the daily root checks every stage below it, and each reads the zip's
+    md5 and its upstream markers: on ``gs://`` every read is a request. Nested blocks share
+    the outer cache; the cache ends with the outermost block (one completeness check).
+    """
+    if _READS.get() is not None:
+        yield
+        return
+    token = _READS.set({})
+    try:
+        yield
+    finally:
+        _READS.reset(token)
+
+
+def cached(key: tuple[str, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, once per ``key`` inside :func:`reads_cached`; always outside it."""
+    cache = _READS.get()
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def file_md5(path: Path) -> str:
@@ -282,8 +313,14 @@ def open_gs_url(url: str, emulator_host: str | None = None) -> BinaryIO:
 def open_bucket(settings: Settings) -> Bucket:
     """The bucket the settings name: GCS when ``GCS_BUCKET_NAME`` is set, else a local folder."""
     if settings.gcs_bucket_name:
-        return GCSBucket(settings.gcs_bucket_name, settings.storage_emulator_host)
+        return _gcs_bucket(settings.gcs_bucket_name, settings.storage_emulator_host, os.getpid())
     return LocalBucket(settings.local_bucket_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _gcs_bucket(name: str, emulator_host: str | None, pid: int) -> GCSBucket:
+    # One client per bucket and process, shared by every task (a forked worker makes its own).
+    return GCSBucket(name, emulator_host)
 
 
 class BucketTarget(luigi.Target):
@@ -322,6 +359,9 @@ class MarkerTarget(BucketTarget):
 
     def read(self) -> dict[str, Any] | None:
         """The stored marker, or None when it is missing or unreadable."""
+        return cached(("marker", self.uri), self._read)
+
+    def _read(self) -> dict[str, Any] | None:
         try:
             marker = self.bucket.read_json(self.key)
         except (FileNotFoundError, ValueError):

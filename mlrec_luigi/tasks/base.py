@@ -29,7 +29,7 @@ from pymongo.database import Database
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
-from mlrec_luigi.storage import Bucket, MarkerTarget, open_bucket
+from mlrec_luigi.storage import Bucket, MarkerTarget, cached, open_bucket, reads_cached
 
 logger = logging.getLogger("mlrec_luigi")
 
@@ -103,7 +103,7 @@ class PipelineTask(luigi.Task):
 
     def current_source_md5(self) -> str | None:
         """The md5 of the zip in the bucket: the identity of everything derived from it."""
-        return self.bucket.md5_hex(self.zip_key)
+        return cached(("md5", self.bucket.uri(self.zip_key)), lambda: self.bucket.md5_hex(self.zip_key))
 
     def local_zip(self) -> Path:
         return self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
@@ -154,6 +154,12 @@ class Stage(PipelineTask):
         return MarkerTarget(self.bucket, self.marker_key(), expect=self.expect(), still_valid=self.holds)
 
     def complete(self) -> bool:
+        # One check of the root checks every stage below it: each marker, the zip's md5 and each
+        # stage's verdict are read once per check (see storage.reads_cached).
+        with reads_cached():
+            return cached(("complete", self.task_id), self._complete)
+
+    def _complete(self) -> bool:
         marker = self.output().valid()
         if marker is None:
             return False

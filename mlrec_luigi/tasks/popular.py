@@ -70,14 +70,18 @@ class UpdatePopular(MongoStage):
         }
 
     def holds(self, marker: dict[str, Any]) -> bool:
-        if marker.get("redis") != cache.PUBLISHED or self.live_date() != self.date.isoformat():
+        if marker.get("redis") != cache.PUBLISHED:
             return True
-        return cache.read_list(self.settings.redis_url, POPULAR_REDIS_KEY) == marker.get("movie_ids")
+        if cache.read_list(self.settings.redis_url, POPULAR_REDIS_KEY) == marker.get("movie_ids"):
+            return True
+        return self.live_date() != self.date.isoformat()  # a newer date's list is live: this one is done
 
     def live_date(self) -> str | None:
         """The date whose list is live in Redis (None: none published yet)."""
-        key = layout.popular_live_key(self.settings)
-        return self.bucket.read_json(key).get("date") if self.bucket.exists(key) else None
+        try:
+            return self.bucket.read_json(layout.popular_live_key(self.settings)).get("date")
+        except FileNotFoundError:
+            return None
 
     def run(self) -> None:
         settings = self.settings
