@@ -37,6 +37,26 @@ def null_mongo() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def mongoeco_server() -> Iterator[str]:
+    """A MongoDB wire-protocol server that outlives the pipeline's processes (tests/support/mongoeco_server.py)."""
+    folder = Path(tempfile.mkdtemp(dir=WORK))
+    address = folder / "address"
+    command = [str(ROOT / ".venv-mongoeco/bin/python"), str(ROOT / "tests/support/mongoeco_server.py"), str(address)]
+    process = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 30
+        while not address.exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the mongoeco server did not start (bash scripts/setup.sh --test builds it)")
+            time.sleep(0.05)
+        yield f"mongodb://{address.read_text()}/?socketTimeoutMS=120000"
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def pipeline_env(**values: str) -> None:
     """Point the pipeline's settings at ``values`` for this process (and forget cached clients)."""
     import luigi

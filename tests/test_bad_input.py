@@ -22,8 +22,9 @@ import redis
 from mlrec_luigi import DownloadMovieLens, Embeddings, LoadInteractions, LoadMovies, PrepareRatings, UpdatePopular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, build, families, free_port, run_luigi
 from tests.support.env import subprocess_env
+from tests.support.processes import MOVIELENS_MD5, MOVIELENS_ZIP, free_port
+from tests.support.runs import build, families, run_luigi
 from tests.support.zips import MOVIES, RATINGS, patch_member, small_zip
 
 

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from mlrec_luigi import cache
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 
 def test_publish_sets_json_list_with_ttl(redis_url: str) -> None:

@@ -19,7 +19,7 @@ from mlrec_luigi import LoadInteractions, LoadMovies, mongo, movielens
 from mlrec_luigi.documents import MovieIds
 from mlrec_luigi.settings import SettingsError
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import build, families
+from tests.support.runs import build, families
 from tests.support.zips import small_zip
 
 # Nine ratings of known movies (1..4) and one of movie 9, which movies.csv lacks.

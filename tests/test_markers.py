@@ -20,8 +20,8 @@ from bson import ObjectId
 from mlrec_luigi import DownloadMovieLens, LoadInteractions, UpdatePopular, cache
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import build, families, run_luigi
 from tests.support.env import subprocess_env
+from tests.support.runs import build, families, run_luigi
 from tests.support.zips import small_zip
 
 TODAY = dt.date(2026, 11, 24)

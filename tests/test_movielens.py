@@ -9,7 +9,7 @@ import pytest
 
 from mlrec_luigi import movielens
 from mlrec_luigi.movielens import DatasetError, extract_year, movie_text, parse_genres
-from tests.conftest import MOVIELENS_ZIP
+from tests.support.processes import MOVIELENS_ZIP
 from tests.support.zips import small_zip, write_zip
 
 LIMIT = 10**9

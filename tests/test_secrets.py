@@ -18,8 +18,9 @@ import pytest
 from mlrec_luigi import cache, mongo
 from mlrec_luigi.logs import JsonFormatter
 from mlrec_luigi.settings import SettingsError, load_settings
-from tests.conftest import background, free_port, run_luigi, wait_until
 from tests.support.env import redis_command, subprocess_env
+from tests.support.processes import background, free_port, wait_until
+from tests.support.runs import run_luigi
 
 PASSWORDS = [
     "Zq8v/Kp3w",

@@ -14,7 +14,8 @@ import pytest
 from mlrec_luigi import DownloadMovieLens, LoadMovies, UpdatePopular, cache, mongo
 from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
 from mlrec_luigi.storage import GCSBucket, LocalBucket
-from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP, build, build_fails, free_port
+from tests.support.processes import MOVIELENS_MD5, MOVIELENS_ZIP, free_port
+from tests.support.runs import build, build_fails
 from tests.support.zips import MOVIES, small_zip
 
 RUN_DATE = dt.date(2026, 11, 24)

@@ -14,7 +14,7 @@ import redis
 
 from mlrec_luigi import DailyRun, UpdateSimilarMovies, similar
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import build, families
+from tests.support.runs import build, families
 from tests.support.zips import MOVIES, small_zip
 
 

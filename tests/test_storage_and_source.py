@@ -17,7 +17,7 @@ import pytest
 from mlrec_luigi import source
 from mlrec_luigi.source import SourceError
 from mlrec_luigi.storage import Bucket, GCSBucket, LocalBucket, MarkerTarget, open_gs_url
-from tests.conftest import MOVIELENS_MD5, MOVIELENS_ZIP
+from tests.support.processes import MOVIELENS_MD5, MOVIELENS_ZIP
 
 
 @pytest.fixture(params=["local", "gcs"])

@@ -150,6 +150,7 @@ class InteractionsChunk(MongoStage):
         map_key = movies_marker.get("map_key", layout.movie_id_map_key(self.settings))
         movie_ids = _movie_ids(self.bucket, map_key, self.bucket.md5_hex(map_key))
         collection = self.db["interactions"]
+        mongo.ensure_indexes(collection, mongo.INTERACTION_INDEXES)  # a no-op round trip once they exist
         self.progress(0, len(records), f"part {self.index}: loading {len(records):,} ratings")
         loaded = mongo.insert_interactions(
             collection,

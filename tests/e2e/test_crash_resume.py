@@ -36,8 +36,9 @@ import redis
 from mlrec_luigi.embedding import unpack_chunk
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import GCSBucket
-from tests.conftest import MOVIELENS_ZIP, PROJECT, REAL_MONGODB_URI, luigi_command, run_luigi
 from tests.support.env import subprocess_env
+from tests.support.processes import MOVIELENS_ZIP, PROJECT, REAL_MONGODB_URI
+from tests.support.runs import luigi_command, run_luigi
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK = 120, 1500, 20

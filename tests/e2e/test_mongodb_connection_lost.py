@@ -16,17 +16,9 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from tests.conftest import (
-    MONGOECO_PYTHON,
-    MOVIELENS_ZIP,
-    PROJECT,
-    REAL_MONGODB_URI,
-    free_port,
-    luigi_command,
-    run_luigi,
-    wait_until,
-)
 from tests.support.env import subprocess_env
+from tests.support.processes import MONGOECO_PYTHON, MOVIELENS_ZIP, PROJECT, REAL_MONGODB_URI, free_port, wait_until
+from tests.support.runs import luigi_command, run_luigi
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK_ROWS = 60, 600, 50

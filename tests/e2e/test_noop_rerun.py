@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import MOVIELENS_ZIP, PROJECT, run_luigi
 from tests.support.env import subprocess_env
+from tests.support.processes import MOVIELENS_ZIP, PROJECT
+from tests.support.runs import run_luigi
 from tests.support.zips import real_slice
 
 PROBE = """

@@ -16,9 +16,10 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 
-from tests.conftest import MOVIELENS_ZIP, PROJECT, background, free_port, run_luigi, scheduled_dag_command, wait_until
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
+from tests.support.processes import MOVIELENS_ZIP, PROJECT, background, free_port, wait_until
+from tests.support.runs import run_luigi, scheduled_dag_command
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 120, 1500, 20, 500, 50

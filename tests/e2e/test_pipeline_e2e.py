@@ -23,7 +23,8 @@ from mlrec_luigi import DailyRun, UpdatePopular, mongo
 from mlrec_luigi.popularity import end_of_day
 from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
 from mlrec_luigi.storage import open_bucket
-from tests.conftest import MOVIELENS_ZIP, build, families
+from tests.support.processes import MOVIELENS_ZIP
+from tests.support.runs import build, families
 
 RUN_DATE = dt.date(2026, 11, 24)
 EARLIER_DATE = dt.date(2018, 6, 30)

@@ -21,7 +21,8 @@ from bson import ObjectId
 from mlrec_luigi import UpdatePopular, cache
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
-from tests.conftest import MOVIELENS_ZIP, build
+from tests.support.processes import MOVIELENS_ZIP
+from tests.support.runs import build
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS = 120, 1500

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT, background, free_port, luigi_command, scheduled_dag_command, wait_until
 from tests.support.env import redis_command, subprocess_env
+from tests.support.processes import PROJECT, background, free_port, wait_until
+from tests.support.runs import luigi_command, scheduled_dag_command
 from tests.support.zips import real_slice
 
 MONGO_PASSWORD = "m0ngo-S3cret-pw"
@@ -122,6 +123,7 @@ def test_dag_under_luigid_ends_done_reports_progress_and_leaks_no_secret(luigid:
     done = scheduler_api(luigid, "task_list", status="DONE", upstream_status="")
     families = sorted(task["name"] for task in done.values())
     assert families == [
+        "DailyRun",
         "DownloadMovieLens",
         *["EmbeddingChunk"] * 3,
         "Embeddings",
@@ -129,8 +131,11 @@ def test_dag_under_luigid_ends_done_reports_progress_and_leaks_no_secret(luigid:
         "LoadInteractions",
         "LoadMovies",
         "PrepareRatings",
+        "SimilarMoviesBlock",
         "UpdatePopular",
+        "UpdateSimilarMovies",
     ]
+    assert all(task["params"]["dataset"].endswith("/datasets/ml") for task in done.values())
     for status in ("PENDING", "RUNNING", "FAILED"):
         assert scheduler_api(luigid, "task_list", status=status, upstream_status="") == {}
 
@@ -155,8 +160,8 @@ def test_a_failure_shows_no_secret_in_logs_or_on_the_dashboard(luigid: str, env:
     result, _ = run_under_scheduler(luigid, {**env, "REDIS_URL": wrong})
     assert result.returncode == 30  # [retcode] task_failed
     failed = scheduler_api(luigid, "task_list", status="FAILED", upstream_status="")
-    assert [task["name"] for task in failed.values()] == ["UpdatePopular"]
-    (task_id,) = failed
+    assert sorted(task["name"] for task in failed.values()) == ["UpdatePopular", "UpdateSimilarMovies"]
+    (task_id,) = [task_id for task_id, task in failed.items() if task["name"] == "UpdatePopular"]
     error = scheduler_api(luigid, "fetch_error", task_id=task_id)["error"]
     assert "REDIS_URL redis://:***@127.0.0.1" in error and "cannot publish rec:fallback:popular" in error
     assert "RedisUnavailable" in result.stderr
