@@ -243,17 +243,24 @@ def insert_interactions(
 
 
 def _take_over(collection: Collection, documents: Sequence[Mapping[str, Any]], part: str) -> int:
-    """Give stored ratings of another part or release this part's values; how many changed."""
+    """Give stored ratings of another part or release this part's values; how many changed.
+
+    Those already stored from this part (a rerun, a resumed crash) are found with one query
+    by ``_id`` and left alone, so a rerun sends no update at all.
+    """
     if not documents:
         return 0
+    ids = [doc["_id"] for doc in documents]
+    current = {d["_id"] for d in collection.find({"_id": {"$in": ids}, PART_FIELD: part}, {"_id": 1})}
     changes = [
         UpdateOne(
             {"_id": doc["_id"], PART_FIELD: {"$ne": part}},
             {"$set": {"movieId": doc["movieId"], "value": doc["value"], PART_FIELD: part}},
         )
         for doc in documents
+        if doc["_id"] not in current
     ]
-    return collection.bulk_write(changes, ordered=False).modified_count
+    return collection.bulk_write(changes, ordered=False).modified_count if changes else 0
 
 
 def count_parts(collection: Collection, parts: Sequence[str]) -> int:

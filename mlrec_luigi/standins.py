@@ -45,7 +45,7 @@ def _mongomock_client() -> tuple[Any, int]:
     import mongomock
     from mongomock.collection import BulkOperationBuilder
 
-    _speed_up(mongomock.collection.Collection)
+    _speed_up(mongomock.collection.Collection, mongomock.collection.Cursor)
 
     # mongomock 4.3 predates pymongo 4.11's `sort` argument of UpdateOne/ReplaceOne.
     for method in ("add_update", "add_replace"):
@@ -60,22 +60,34 @@ def _mongomock_client() -> tuple[Any, int]:
     return mongomock.MongoClient(tz_aware=True), os.getpid()
 
 
-def _speed_up(collection_class: Any) -> None:
+def _speed_up(collection_class: Any, cursor_class: Any) -> None:
     """Make two of mongomock's costs proportional to what they touch (same results).
 
     ``aggregate`` copies every document of the collection before the first ``$match``
     (112 s for 100,000 interactions); it now lets ``find`` apply that ``$match`` first.
     Each insert checks a unique index by evaluating a filter on every stored document
     (quadratic: ~2 min for 10,000 movies); a one-field index is now checked by comparing
-    that field directly.
+    that field directly. A query or update by ``_id`` (one, or ``$in``) evaluated its filter on
+    every document; it now looks the ids up, as MongoDB's ``_id`` index does. A cursor copied
+    its remaining results for every document it returned (quadratic); it now indexes them.
     """
     from mongomock import aggregate
     from mongomock.collection import DuplicateKeyError
+    from mongomock.filtering import filter_applies
 
     if getattr(collection_class, "_mlrec_fast", False):
         return
     original_aggregate = collection_class.aggregate
     original_ensure_uniques = collection_class._ensure_uniques
+    original_iter_documents = collection_class._iter_documents
+
+    def iter_documents_by_id(self: Any, filter: Any) -> Any:
+        ids = _ids_of(filter)
+        if ids is None:
+            return original_iter_documents(self, filter)
+        found = [self._store[i] for i in ids if i in self._store]
+        rest = {name: value for name, value in filter.items() if name != "_id"}  # the ids are looked up
+        return (document for document in found if filter_applies(rest, document))
 
     def aggregate_matching_first(self: Any, pipeline: list[dict[str, Any]], session: Any = None, **kw: Any) -> Any:
         if pipeline and list(pipeline[0]) == ["$match"]:
@@ -101,9 +113,34 @@ def _speed_up(collection_class: Any) -> None:
             if sum(1 for doc in self._store.documents if doc.get(field) == value) > 1:
                 raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
 
+    def next_without_copies(self: Any) -> Any:
+        results = self._compute_results(with_limit_and_skip=False)
+        position = self._skip + self._emitted
+        if (self._limit and self._emitted >= abs(self._limit)) or position >= len(results):
+            raise StopIteration
+        self._emitted += 1
+        return results[position]
+
+    cursor_class.__next__ = next_without_copies
+    cursor_class.next = next_without_copies
+    collection_class._iter_documents = iter_documents_by_id
     collection_class.aggregate = aggregate_matching_first
     collection_class._ensure_uniques = ensure_uniques_by_field
     collection_class._mlrec_fast = True
+
+
+def _ids_of(filter: Any) -> list[Any] | None:
+    """The ``_id``s a filter is limited to (``{"_id": x}`` or ``{"_id": {"$in": [...]}}``), else None."""
+    if not isinstance(filter, dict) or "_id" not in filter:
+        return None
+    value = filter["_id"]
+    if isinstance(value, dict):
+        return list(dict.fromkeys(value["$in"])) if set(value) == {"$in"} else None
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return [value]
 
 
 def documents_for(collection: Collection, documents: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
