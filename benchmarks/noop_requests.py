@@ -11,22 +11,21 @@ the second run sends to the bucket. Goal: at most one per stage marker plus one 
 from __future__ import annotations
 
 import collections
-import http.client
-import http.server
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.env import redis_command, subprocess_env  # noqa: E402
+from tests.support.proxy import ForwardingHandler, proxy  # noqa: E402
 from tests.support.zips import real_slice  # noqa: E402
 
 REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
@@ -35,35 +34,18 @@ REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
 STAGE_MARKERS = 7
 
 
-class Counting(http.server.BaseHTTPRequestHandler):
-    upstream: tuple[str, int]
-    seen: collections.Counter[str]
-    objects: collections.Counter[str]
+class Counting(ForwardingHandler):
+    """Counts every request, by kind and by object."""
 
-    def _forward(self) -> None:
+    seen: ClassVar[collections.Counter[str]] = collections.Counter()
+    objects: ClassVar[collections.Counter[str]] = collections.Counter()
+
+    def intercept(self) -> int | None:
         path = self.path.split("?")[0]
         kind = "list" if path.endswith("/o") else "media" if "alt=media" in self.path else "metadata"
-        type(self).seen[f"{self.command} {kind}"] += 1
-        type(self).objects[f"{kind} {path.rsplit('/o/', 1)[-1]}"] += 1
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        connection.request(self.command, self.path, body=body, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "content-length", "connection"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        connection.close()
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        Counting.seen[f"{self.command} {kind}"] += 1
+        Counting.objects[f"{kind} {path.rsplit('/o/', 1)[-1]}"] += 1
+        return None
 
 
 def wait_for(path: Path) -> str:
@@ -79,6 +61,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="noop-requests-"))
     processes = []
+    stack = contextlib.ExitStack()
     try:
         gcs_port, redis_port = 4443 + (int(time.time()) % 1000), 6400 + (int(time.time()) % 500)
         gcs_url = f"http://127.0.0.1:{gcs_port}"
@@ -101,19 +84,13 @@ def main() -> None:
             f"{gcs_url}/storage/v1/b?project=bench", data=json.dumps({"name": "noop"}).encode(), method="POST"
         )
         urllib.request.urlopen(request, timeout=10)
-        handler = type(
-            "Proxy",
-            (Counting,),
-            {"upstream": ("127.0.0.1", gcs_port), "seen": collections.Counter(), "objects": collections.Counter()},
-        )
-        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
         zip_path = real_slice(REAL_ZIP, folder / "ml-noop.zip", 120, 1500)
+        proxy_url = stack.enter_context(proxy(Counting, gcs_url))
         env = subprocess_env(
             folder,
             MOVIELENS_URL=zip_path.as_uri(),
             GCS_BUCKET_NAME="noop",
-            STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{proxy.server_address[1]}",
+            STORAGE_EMULATOR_HOST=proxy_url,
             MONGODB_URI=f"mongodb://{wait_for(mongo_address)}/?socketTimeoutMS=120000",
             MONGODB_DATABASE="noop",
             REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
@@ -124,9 +101,9 @@ def main() -> None:
         first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         if first.returncode != 0:
             raise RuntimeError(first.stderr[-3000:])
-        first_requests = sum(handler.seen.values())
-        handler.seen.clear()
-        handler.objects.clear()
+        first_requests = sum(Counting.seen.values())
+        Counting.seen.clear()
+        Counting.objects.clear()
         started = time.perf_counter()
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
@@ -135,14 +112,15 @@ def main() -> None:
         result: dict[str, Any] = {
             "figure": "noop_requests",
             "first_run_requests": first_requests,
-            "noop_requests": sum(handler.seen.values()),
-            "by_kind": dict(handler.seen),
-            "by_object": dict(handler.objects),
+            "noop_requests": sum(Counting.seen.values()),
+            "by_kind": dict(Counting.seen),
+            "by_object": dict(Counting.objects),
             "goal": f"<= {STAGE_MARKERS + 1} ({STAGE_MARKERS} stage markers + the zip)",
             "noop_seconds": round(seconds, 2),
         }
         print(json.dumps(result))
     finally:
+        stack.close()
         for process in processes:
             process.terminate()
             process.wait()

@@ -6,7 +6,8 @@
 Prints one JSON object per figure and a Markdown table for BENCHMARKS.md. Each time is the
 median of ``--repeats`` runs; ratios compare runs of the same process on the same vectors.
 Synthetic unit vectors time the compute (the stage's cost does not depend on what the vectors
-mean); the quality figures use the real MiniLM embeddings of ml-latest-small.
+mean); the quality figures use the real MiniLM embeddings of ml-latest-small. MongoDB is the null
+wire server (benchmarks/null_mongo.py): the stage reads no document, only counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import WORK, build, peak_rss_mb, pipeline_env, pretend_complete, print_json  # noqa: E402
+from benchmarks.support import (  # noqa: E402
+    WORK,
+    build,
+    null_mongo,
+    peak_rss_mb,
+    pipeline_env,
+    pretend_complete,
+    print_json,
+)
 from tests.support.zips import write_zip  # noqa: E402
 
 REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
@@ -58,11 +67,11 @@ def bare_top_k(vectors: np.ndarray, k: int, rows: int = 256) -> None:
         np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1), axis=1)
 
 
-def stage_inputs(count: int, vectors: np.ndarray) -> dict[str, str]:
+def stage_inputs(count: int, vectors: np.ndarray, mongodb_uri: str) -> dict[str, str]:
     """A bucket where LoadMovies is done for ``count`` movies with ``vectors``; sets and returns the settings."""
     from bson import ObjectId
 
-    from mlrec_luigi import Embeddings, LoadMovies, embedding, layout
+    from mlrec_luigi import Embeddings, LoadMovies, embedding, layout, mongo
     from mlrec_luigi.settings import get_settings
     from mlrec_luigi.storage import LocalBucket
 
@@ -79,7 +88,7 @@ def stage_inputs(count: int, vectors: np.ndarray) -> dict[str, str]:
         "MOVIELENS_URL": zip_path.as_uri(),
         "LOCAL_BUCKET_DIR": str(folder / "bucket"),
         "CACHE_DIR": str(folder / "cache"),
-        "MONGODB_URI": "mongomock://localhost",
+        "MONGODB_URI": mongodb_uri,
         "MONGODB_DATABASE": "mlrec_bench",
         "SIMILAR_MOVIES_TOP_N": str(TOP_N),
     }
@@ -95,9 +104,10 @@ def stage_inputs(count: int, vectors: np.ndarray) -> dict[str, str]:
     pretend_complete(Embeddings(), movies=count, chunks=chunk_keys)
     map_key = layout.movie_id_map_key(settings)
     bucket.write_json(map_key, {str(i): str(ObjectId()) for i in range(1, count + 1)})
-    # movies: 0 in the marker and no documents in mongomock: its count is a Python scan (~1 s per 10k
-    # documents per check) where a MongoDB answers from the index; the stage's own work is timed.
-    pretend_complete(LoadMovies(), movies=0, map_key=map_key, map_md5=bucket.md5_hex(map_key))
+    # The null wire server counts what it received: LoadMovies' completeness check costs a round trip,
+    # as an index-served count does on MongoDB (mongomock would scan in Python and dwarf the stage).
+    mongo.open_mongo(settings).movies.insert_many([{"movieId_ml": i} for i in range(1, count + 1)])
+    pretend_complete(LoadMovies(), movies=count, map_key=map_key, map_md5=bucket.md5_hex(map_key))
     return values
 
 
@@ -115,16 +125,18 @@ def run_stage(values: dict[str, str]) -> None:
 
 def bench_stage(count: int, repeats: int) -> dict[str, Any]:
     vectors = unit_vectors(count)
-    values = stage_inputs(count, vectors)
-    stage = median(lambda: run_stage(values), repeats)
+    with null_mongo() as uri:
+        values = stage_inputs(count, vectors, uri)
+        stage = median(lambda: run_stage(values), repeats)
     bare = median(lambda: bare_top_k(vectors, TOP_N), repeats)
     return {"figure": "similar_stage", "movies": count, "stage_s": round(stage, 3), "bare_s": round(bare, 3),
             "ratio": round(stage / bare, 3), "goal": "<= 1.2"}  # fmt: skip
 
 
 def child_rss(count: int) -> None:
-    values = stage_inputs(count, unit_vectors(count))
-    run_stage(values)
+    with null_mongo() as uri:
+        values = stage_inputs(count, unit_vectors(count), uri)
+        run_stage(values)
     print_json({"figure": "similar_rss", "movies": count, "peak_rss_mb": round(peak_rss_mb(), 1)})
 
 

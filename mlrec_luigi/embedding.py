@@ -7,12 +7,13 @@ whose embedding chunks are all complete never pays for them.
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from mlrec_luigi.npy import from_npy, to_npy
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -132,9 +133,7 @@ def pack_chunk(movie_ids: Sequence[int], vectors: np.ndarray) -> bytes:
     rows = np.empty(len(movie_ids), dtype=chunk_dtype(vectors.shape[1]))
     rows["movieId"] = movie_ids
     rows["embedding"] = vectors
-    buffer = io.BytesIO()
-    np.save(buffer, rows, allow_pickle=False)
-    return buffer.getvalue()
+    return to_npy(rows)
 
 
 def unpack_chunk(data: bytes, label: str = "chunk") -> tuple[np.ndarray, np.ndarray]:
@@ -143,10 +142,7 @@ def unpack_chunk(data: bytes, label: str = "chunk") -> tuple[np.ndarray, np.ndar
     Raises:
         ChunkDamaged: naming ``label``: truncated or not an embedding chunk.
     """
-    try:
-        rows = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
-        raise ChunkDamaged(f"{label} is not a readable .npy file ({error})") from None
+    rows = from_npy(data, label, ChunkDamaged)
     if rows.dtype.names != ("movieId", "embedding"):
         raise ChunkDamaged(f"{label} is not an embedding chunk: fields {rows.dtype.names}")
     return rows["movieId"], rows["embedding"]

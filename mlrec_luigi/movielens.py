@@ -20,6 +20,8 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from mlrec_luigi.npy import from_npy, to_npy
+
 REQUIRED_MEMBERS = ("movies.csv", "ratings.csv")
 COLUMNS = {
     "movies.csv": ("movieId", "title", "genres"),
@@ -332,6 +334,19 @@ def iter_ratings(zip_path: Path, chunk_rows: int, max_member_bytes: int) -> Iter
 
 # One rating as the pipeline keeps it between parsing and loading (see ratings_parts).
 RATING_RECORD = np.dtype([("timestamp", "<u4"), ("userId", "<u4"), ("movieId", "<u4"), ("rating", "<f4")])
+
+
+def pack_part(records: np.ndarray) -> bytes:
+    """A ratings part (:data:`RATING_RECORD` rows) as the bytes of its ``.npy`` file."""
+    return to_npy(records.astype(RATING_RECORD, copy=False))
+
+
+def unpack_part(data: bytes, label: str) -> np.ndarray:
+    """The :data:`RATING_RECORD` rows of a ratings part; a damaged one raises DatasetError naming ``label``."""
+    records = from_npy(data, label, DatasetError)
+    if records.dtype != RATING_RECORD or records.ndim != 1:
+        raise DatasetError(f"{label} is not a ratings part ({records.dtype}, shape {records.shape})")
+    return records
 
 
 def rating_records(ratings: pd.DataFrame) -> np.ndarray:

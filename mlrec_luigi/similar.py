@@ -9,10 +9,11 @@ the block: ``rows x movies`` float32 scores plus the partition's indices.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
+
+from mlrec_luigi.npy import from_npy, to_npy
 
 SUB_BLOCK_ROWS = 256  # query rows per matrix product: bounds the scores matrix
 
@@ -32,21 +33,23 @@ def top_k(vectors: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarra
     Returns (row indices int32, scores float32), each ``(stop - start, k)``. Exact: every
     row is scored; ties (equal scores) go to the lower row index.
     """
+    if k == 0:  # a dataset of one movie
+        return np.empty((stop - start, 0), np.int32), np.empty((stop - start, 0), np.float32)
     queries = vectors[start:stop]
     scores = queries @ vectors.T
-    own = np.arange(len(queries))
-    scores[own, start + own] = -np.inf  # a movie is not its own neighbour
-    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    rows = np.arange(len(queries))
+    scores[rows, start + rows] = -np.inf  # a movie is not its own neighbour
+    # Partitioned at k: the k best (in any order) in front, the (k+1)-th best at position k.
+    partition = np.argpartition(-scores, k, axis=1)
+    candidates = partition[:, :k]
     picked = np.take_along_axis(scores, candidates, axis=1)
-    threshold = picked.min(axis=1)
-    # argpartition may cut between equal scores at the k-th place: resolve those rows exactly.
-    tied = (scores >= threshold[:, None]).sum(axis=1) > k
     order = np.lexsort((candidates, -picked), axis=1)
     neighbours = np.take_along_axis(candidates, order, axis=1)
-    for row in np.flatnonzero(tied):
+    # Where the (k+1)-th best equals the k-th, the cut fell between equal scores: resolve those rows by _id.
+    threshold = picked.min(axis=1)
+    for row in np.flatnonzero(scores[rows, partition[:, k]] >= threshold):
         columns = np.flatnonzero(scores[row] >= threshold[row])
-        best = columns[np.lexsort((columns, -scores[row, columns]))][:k]
-        neighbours[row] = best
+        neighbours[row] = columns[np.lexsort((columns, -scores[row, columns]))][:k]
     result_scores = np.take_along_axis(scores, neighbours, axis=1)
     return neighbours.astype(np.int32), result_scores.astype(np.float32)
 
@@ -67,16 +70,11 @@ def compute_block(
 
 
 def pack_block(rows: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, rows, allow_pickle=False)
-    return buffer.getvalue()
+    return to_npy(rows)
 
 
 def unpack_block(data: bytes, label: str) -> np.ndarray:
-    try:
-        rows = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
-        raise BlockDamaged(f"{label} is not a readable .npy file ({error})") from None
+    rows = from_npy(data, label, BlockDamaged)
     if rows.dtype.names != ("neighbours", "scores"):
         raise BlockDamaged(f"{label} is not a similar-movies block: fields {rows.dtype.names}")
     return rows

@@ -62,20 +62,39 @@ def _open(url: str) -> BinaryIO:
     return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)  # noqa: S310
 
 
+class _Writer:
+    """Writes blocks to a file, hashing and counting them as they go."""
+
+    def __init__(self, out: BinaryIO, on_progress: Callable[[int], None] | None) -> None:
+        self.out, self.on_progress = out, on_progress
+        self.restart()
+
+    def restart(self) -> None:
+        self.out.seek(0)
+        self.out.truncate()
+        self.md5, self.sha256, self.size = hashlib.md5(), hashlib.sha256(), 0
+
+    def write(self, block: bytes) -> None:
+        self.md5.update(block)
+        self.sha256.update(block)
+        self.out.write(block)
+        self.size += len(block)
+        if self.on_progress:
+            self.on_progress(self.size)
+
+    def fetched(self, path: Path) -> Fetched:
+        return Fetched(path, self.size, self.md5.hexdigest(), self.sha256.hexdigest())
+
+
 def copy_with_checksums(
     stream: BinaryIO, destination: Path, on_progress: Callable[[int], None] | None = None
 ) -> Fetched:
     """Copy ``stream`` to ``destination`` in constant memory, hashing as it goes."""
-    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
     with open(destination, "wb") as out:
+        writer = _Writer(out, on_progress)
         while block := stream.read(BLOCK_BYTES):
-            md5.update(block)
-            sha256.update(block)
-            out.write(block)
-            size += len(block)
-            if on_progress:
-                on_progress(size)
-    return Fetched(destination, size, md5.hexdigest(), sha256.hexdigest())
+            writer.write(block)
+        return writer.fetched(destination)
 
 
 def fetch(
@@ -127,9 +146,11 @@ def _http_pool() -> urllib3.PoolManager:
 def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] | None) -> tuple[Fetched, int | None]:
     """Download over HTTP with retries and resumption; (what was written, the full size if known)."""
     pool = _http_pool()
-    md5, sha256, size, expected, resumes = hashlib.md5(), hashlib.sha256(), 0, None, 0
+    expected, resumes = None, 0
     with open(destination, "wb") as out:
+        writer = _Writer(out, on_progress)
         while True:
+            size = writer.size
             headers = {"User-Agent": "mlrec-luigi", **({"Range": f"bytes={size}-"} if size else {})}
             try:
                 response = pool.request("GET", url, headers=headers, preload_content=False)
@@ -139,20 +160,14 @@ def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] 
                 if response.status >= 400:
                     raise SourceError(f"could not download {url}: HTTP {response.status}")
                 if size and response.status != 206:  # the server ignored Range: start over
-                    out.seek(0)
-                    out.truncate()
-                    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+                    writer.restart()
+                    size = 0
                 if expected is None:
                     length = response.headers.get("Content-Length")
                     expected = size + int(length) if length and length.isdigit() else None
                 for block in response.stream(HTTP_READ_BYTES):
-                    md5.update(block)
-                    sha256.update(block)
-                    out.write(block)
-                    size += len(block)
-                    if on_progress:
-                        on_progress(size)
-                if expected is None or size >= expected:
+                    writer.write(block)
+                if expected is None or writer.size >= expected:
                     break
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 if resumes >= HTTP_RESUMES:
@@ -164,7 +179,7 @@ def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] 
             resumes += 1
             if resumes > HTTP_RESUMES:
                 break
-    return Fetched(destination, size, md5.hexdigest(), sha256.hexdigest()), expected
+    return writer.fetched(destination), expected
 
 
 def _reason(error: Exception) -> str:

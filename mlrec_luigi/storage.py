@@ -314,13 +314,19 @@ def open_bucket(settings: Settings) -> Bucket:
     """The bucket the settings name: GCS when ``GCS_BUCKET_NAME`` is set, else a local folder."""
     if settings.gcs_bucket_name:
         return _gcs_bucket(settings.gcs_bucket_name, settings.storage_emulator_host, os.getpid())
-    return LocalBucket(settings.local_bucket_dir)
+    return _local_bucket(settings.local_bucket_dir.resolve())
 
 
 @functools.lru_cache(maxsize=8)
 def _gcs_bucket(name: str, emulator_host: str | None, pid: int) -> GCSBucket:
-    # One client per bucket and process, shared by every task (a forked worker makes its own).
+    # One client per bucket and process, shared by every task (a forked worker makes its own);
+    # one object per bucket also lets the caches keyed by it (vectors, movie ids) hit across tasks.
     return GCSBucket(name, emulator_host)
+
+
+@functools.lru_cache(maxsize=8)
+def _local_bucket(root: Path) -> LocalBucket:
+    return LocalBucket(root)
 
 
 class BucketTarget(luigi.Target):

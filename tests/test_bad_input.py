@@ -250,7 +250,7 @@ def test_a_truncated_ratings_part_is_named_then_prepared_again(wire_env, tmp_pat
     build(LoadMovies(), PrepareRatings())
     name = _truncate(bucket, "part-*.npy")
     errors = run_failing(LoadInteractions())
-    assert re.search(rf"InteractionsChunk: \S+/{name} is not a readable ratings part .*removed it", errors), errors
+    assert re.search(rf"InteractionsChunk: \S+/{name} is not a readable \.npy file .*removed it", errors), errors
     luigi.task_register.Register.clear_instance_cache()  # the next run is a new process
     summary = build(LoadInteractions())
     assert "PrepareRatings" in families(summary["completed"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import http.server
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from mlrec_luigi import DownloadMovieLens, LoadMovies, UpdatePopular, cache, mon
 from mlrec_luigi.settings import POPULAR_REDIS_KEY, get_settings
 from mlrec_luigi.storage import GCSBucket, LocalBucket
 from tests.support.processes import MOVIELENS_MD5, MOVIELENS_ZIP, free_port
+from tests.support.proxy import ForwardingHandler, proxy
 from tests.support.runs import build, build_fails
 from tests.support.zips import MOVIES, small_zip
 
@@ -100,55 +99,28 @@ def test_a_new_source_zip_and_a_new_model_produce_new_outputs(small_env, model, 
     assert any("other-model" in str(p) for p in Path(settings.local_bucket_dir).rglob("chunk-*.npy"))
 
 
-class _FlakyProxy(http.server.BaseHTTPRequestHandler):
-    """Forwards to the GCS emulator, answering every third request with 503."""
+class _Flaky(ForwardingHandler):
+    """Answers every third request with 503."""
 
-    upstream: tuple[str, int]
     counter = 0
     failures = 0
     lock = threading.Lock()
 
-    def _forward(self) -> None:
-        with self.lock:
-            type(self).counter += 1
-            fail = self.counter % 3 == 0
-            if fail:
-                type(self).failures += 1
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if fail:
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        connection = http.client.HTTPConnection(*self.upstream, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        connection.request(self.command, self.path, body=body, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("transfer-encoding", "content-length", "connection"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        connection.close()
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def intercept(self) -> int | None:
+        with _Flaky.lock:
+            _Flaky.counter += 1
+            if _Flaky.counter % 3:
+                return None
+            _Flaky.failures += 1
+            return 503
 
 
 @pytest.fixture
-def flaky_gcs(gcs_emulator: str) -> Iterator[type[_FlakyProxy]]:
-    host, port = gcs_emulator.removeprefix("http://").split(":")
-    handler = type("Flaky", (_FlakyProxy,), {"upstream": (host, int(port)), "counter": 0, "failures": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield handler
-    server.shutdown()
+def flaky_gcs(gcs_emulator: str) -> Iterator[type[_Flaky]]:
+    _Flaky.counter = _Flaky.failures = 0
+    with proxy(_Flaky, gcs_emulator) as url:
+        _Flaky.url = url  # type: ignore[attr-defined]
+        yield _Flaky
 
 
 def test_transient_gcs_errors_are_retried_by_the_library(

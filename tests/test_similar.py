@@ -52,6 +52,11 @@ def test_ties_go_to_the_lower_id_even_across_the_partition_cut() -> None:
     assert rows["neighbours"].tolist() == brute_force(base, 3)
 
 
+def test_one_movie_has_no_neighbours_and_two_have_each_other() -> None:
+    assert similar.compute_block(unit(np.ones((1, 4))), 0, 1, 0)["neighbours"].shape == (1, 0)
+    assert similar.compute_block(unit(np.eye(2) + 0.1), 0, 2, 1)["neighbours"].tolist() == [[1], [0]]
+
+
 def test_a_damaged_block_is_named() -> None:
     data = similar.pack_block(similar.compute_block(unit(np.eye(4) + 0.1), 0, 4, 2))
     assert similar.unpack_block(data, "b")["neighbours"].shape == (4, 2)

@@ -22,7 +22,6 @@ API's own interactions are never read, changed or deleted.
 from __future__ import annotations
 
 import functools
-import io
 from typing import Any
 
 import luigi
@@ -30,7 +29,7 @@ import numpy as np
 
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.documents import MovieIds, part_tag
-from mlrec_luigi.movielens import RATING_RECORD, DatasetError
+from mlrec_luigi.movielens import DatasetError, pack_part, unpack_part
 from mlrec_luigi.storage import Bucket
 from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, SourceChanged, Stage
 from mlrec_luigi.tasks.download import DownloadMovieLens
@@ -43,22 +42,6 @@ COUNTED = ("rows", "rejected", "duplicates", "skipped_unknown_movie", "records")
 
 class InteractionsLost(RuntimeError):
     """The collection holds fewer MovieLens interactions than the chunks loaded."""
-
-
-def pack_part(records: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, records.astype(RATING_RECORD, copy=False), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def unpack_part(data: bytes, label: str) -> np.ndarray:
-    try:
-        records = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
-        raise DatasetError(f"{label} is not a readable ratings part ({error})") from None
-    if records.dtype != RATING_RECORD or records.ndim != 1:
-        raise DatasetError(f"{label} is not a ratings part ({records.dtype}, shape {records.shape})")
-    return records
 
 
 @functools.lru_cache(maxsize=2)
