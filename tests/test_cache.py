@@ -40,3 +40,14 @@ def test_unreachable_redis_fails_clearly_without_the_password() -> None:
     with pytest.raises(cache.RedisUnavailable, match=r"REDIS_URL redis://:\*\*\*@127\.0\.0\.1") as raised:
         cache.publish_list(url, "k", ["x"], 10)
     assert "hunter2" not in str(raised.value)
+
+
+def test_publishing_falls_back_to_pipelined_sets_where_scripts_are_refused(redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).execute_command(
+        "ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all", "-@scripting"
+    )
+    url = redis_url.replace("redis://", "redis://noscripts:pw@")
+    lists = [(f"rec:item:{i:024x}", [f"{i + 1:024x}", 'a "quoted" id']) for i in range(1_500)]
+    assert list(cache.publish_lists(url, lists, 500)) == [1_000, 1_500]
+    assert cache.read_lists(redis_url, [key for key, _ in lists]) == [values for _, values in lists]
+    assert all(490 < ttl <= 500 for ttl in cache.ttls(redis_url, [key for key, _ in lists]))
