@@ -669,6 +669,7 @@ def main() -> None:
         print(
             f"{name}: {time.perf_counter() - started:.0f} s {json.dumps(results[name], default=str)[:400]}", flush=True
         )
+        saved.write_text(json.dumps(results, indent=1, default=str))  # what ran so far survives a later failure
     (ROOT / "benchmarks/results.json").write_text(json.dumps(results, indent=1, default=str))
     # The full run; `--only` reruns parts of it with the same code and keeps the rest.
     write_markdown(results, ROOT / "BENCHMARKS.md", "bash scripts/setup.sh && .venv/bin/python benchmarks/run_all.py")

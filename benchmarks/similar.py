@@ -86,6 +86,7 @@ def stage_inputs(count: int, vectors: np.ndarray, mongodb_uri: str) -> dict[str,
     bucket.upload_file(zip_path, "datasets/ml-similar.zip")
     values = {
         "MOVIELENS_URL": zip_path.as_uri(),
+        "MOVIELENS_ZIP_FILENAME": zip_path.name,
         "LOCAL_BUCKET_DIR": str(folder / "bucket"),
         "CACHE_DIR": str(folder / "cache"),
         "MONGODB_URI": mongodb_uri,
