@@ -14,19 +14,17 @@ from typing import Any
 
 from mlrec_luigi import layout, report
 from mlrec_luigi.tasks.base import Stage
-from mlrec_luigi.tasks.embeddings import Embeddings
-from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
-from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.popular import RunDateParameter, UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
 
-# The stages a run manifest reports, by the name the report uses.
-REPORTED: dict[str, type[Stage]] = {
-    "embeddings": Embeddings,
-    "load_movies": LoadMovies,
-    "prepare_ratings": PrepareRatings,
-    "load_interactions": LoadInteractions,
-    "similar_movies": UpdateSimilarMovies,
+# The name each stage has in the run manifest (the report reads these).
+REPORTED_AS = {
+    "Embeddings": "embeddings",
+    "LoadMovies": "load_movies",
+    "PrepareRatings": "prepare_ratings",
+    "LoadInteractions": "load_interactions",
+    "UpdatePopular": "popular",
+    "UpdateSimilarMovies": "similar_movies",
 }
 LEFT_OUT = ("rejected_examples", "duplicate_examples", "parts", "chunks", "blocks", "sample", "inputs")
 
@@ -49,8 +47,11 @@ class DailyRun(Stage):
         return {"source_md5": self.current_source_md5()}
 
     def run(self) -> None:
-        stages = {name: _brief(stage().output().read()) for name, stage in REPORTED.items()}
-        stages["popular"] = _brief(self.input()[0].read(), keep=("movie_ids", "counts"))
+        stages = {
+            REPORTED_AS[stage.task_family]: _brief(stage.output().read())
+            for stage in _below(self)
+            if stage.task_family in REPORTED_AS
+        }
         manifest = report.build_manifest(
             date=self.date,
             source={"uri": self.bucket.uri(self.zip_key), "md5": self.current_source_md5()},
@@ -64,6 +65,18 @@ class DailyRun(Stage):
         self.write_marker({"manifest": layout.run_key(self.settings, name)})
 
 
-def _brief(marker: dict[str, Any] | None, keep: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A marker without its long lists (``keep`` names those to keep)."""
-    return {k: v for k, v in (marker or {}).items() if k not in LEFT_OUT or k in keep}
+def _below(stage: Stage) -> list[Stage]:
+    """Every stage upstream of ``stage``, each once, as the DAG declares them."""
+    found: dict[str, Stage] = {}
+    pending = list(stage.upstream())
+    while pending:
+        current = pending.pop()
+        if current.task_id not in found:
+            found[current.task_id] = current
+            pending.extend(current.upstream())
+    return list(found.values())
+
+
+def _brief(marker: dict[str, Any] | None) -> dict[str, Any]:
+    """A marker without its long lists."""
+    return {k: v for k, v in (marker or {}).items() if k not in LEFT_OUT}
