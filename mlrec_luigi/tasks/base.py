@@ -173,8 +173,9 @@ class Stage(PipelineTask):
 
     def write_marker(self, content: dict[str, Any]) -> None:
         """Record ``content`` with the upstream stamps and this run's timing; written last."""
+        target = self.output()  # its expect() reads the zip's md5 once, for the identity and the write
         inputs = {up.task_family: up.stamp() for up in self.upstream()}
-        identity = {**self.expect(), "inputs": inputs, **{name: content.get(name) for name in self.STAMPED}}
+        identity = {**target.expect, "inputs": inputs, **{name: content.get(name) for name in self.STAMPED}}
         started = getattr(self, "_started_at", None)
         run = {
             "task_id": self.task_id,
@@ -183,7 +184,7 @@ class Stage(PipelineTask):
             "duration_s": round(time.monotonic() - started, 3) if started else None,
             "counts": getattr(self, "counts", {}),
         }
-        self.output().write({**content, "inputs": inputs, "stamp": digest(identity), "run": run})
+        target.write({**content, "inputs": inputs, "stamp": digest(identity), "run": run})
 
 
 class MongoStage(Stage):
