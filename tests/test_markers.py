@@ -197,6 +197,29 @@ def test_refresh_with_an_unchanged_release_changes_nothing(pipeline: Pipeline) -
     assert ran(build(UpdatePopular(date=TODAY))) == []
 
 
+@pytest.mark.parametrize("root", ["UpdatePopular", "DailyRun"])
+def test_the_refresh_flag_on_the_daily_command_takes_a_new_release(pipeline: Pipeline, tmp_path: Path, root) -> None:
+    # Luigi never looks below a complete task: the flag must still reach DownloadMovieLens.
+    env = subprocess_env(tmp_path, **{k: v for k, v in pipeline.env.items() if k != "MLREC_ENV_FILE"})
+    command = (root, "--date", "2026-11-24", "--local-scheduler", "--lock-pid-dir", str(tmp_path))
+    assert run_luigi(*command, env=env, timeout_s=300).returncode == 0
+    v2 = [*V1[:2], (4, 2, 3.0, T + 60)]
+    pipeline.set(v2)
+    refreshed = run_luigi(*command, "--DownloadMovieLens-refresh", env=env, timeout_s=300)
+    assert refreshed.returncode == 0, refreshed.stderr[-3000:]
+    assert pipeline.movielens_ratings() == set(v2), refreshed.stderr[-6000:]
+    assert '"task": "DownloadMovieLens"' in refreshed.stderr and '"replaced": "' in refreshed.stderr
+    unchanged = run_luigi(*command, "--DownloadMovieLens-refresh", env=env, timeout_s=300)
+    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
+    finished = [line for line in unchanged.stderr.splitlines() if '"task finished"' in line]
+    assert any('"DownloadMovieLens"' in line and '"unchanged": true' in line for line in finished)
+    # Every other stage found the release unchanged and did nothing.
+    assert all('"unchanged_by_refresh": true' in line for line in finished if '"DownloadMovieLens"' not in line)
+    assert pipeline.movielens_ratings() == set(v2)
+    plain = run_luigi(*command, env=env, timeout_s=300)
+    assert plain.returncode == 0 and "task finished" not in plain.stderr  # without the flag: the no-op
+
+
 # --- 4. markers check what the API reads -----------------------------------------------------
 
 

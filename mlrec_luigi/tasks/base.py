@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -37,6 +38,38 @@ logger = logging.getLogger("mlrec_luigi")
 def digest(value: object) -> str:
     """A short, stable hash of a JSON-able value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _download_task() -> luigi.Task:
+    from mlrec_luigi.tasks.download import DownloadMovieLens  # the first stage; it imports this module
+
+    return DownloadMovieLens()
+
+
+def refresh_pending() -> bool:
+    """Whether ``--DownloadMovieLens-refresh`` asked for a release check this command has not made yet.
+
+    Luigi never looks below a complete task, so without this a refresh asked on the daily
+    command would be ignored once the stages are complete.
+    """
+    download = _download_task()
+    return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
+
+
+def _skipped_when_complete_after_refresh(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    """``run``, unless the stage was scheduled only to wait for a refresh that left it complete."""
+
+    @functools.wraps(run)
+    def wrapped(self: Stage) -> Iterator[Any]:
+        if getattr(self, "_awaits_refresh", False) and self.complete():
+            log_event(logger, "unchanged by the refreshed release: nothing to do", task=self.task_family)
+            self.counts = {"unchanged_by_refresh": True}
+            return
+        result = run(self)
+        if inspect.isgenerator(result):
+            yield from result  # dynamic requirements, passed through
+
+    return wrapped
 
 
 class SettingParameter(luigi.Parameter):
@@ -135,6 +168,11 @@ class Stage(PipelineTask):
 
     STAMPED: ClassVar[tuple[str, ...]] = ()  # marker fields that downstream stages depend on
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.run = _skipped_when_complete_after_refresh(cls.__dict__["run"])  # type: ignore[method-assign]
+
     def marker_key(self) -> str:
         raise NotImplementedError
 
@@ -153,7 +191,18 @@ class Stage(PipelineTask):
     def output(self) -> MarkerTarget:
         return MarkerTarget(self.bucket, self.marker_key(), expect=self.expect(), still_valid=self.holds)
 
+    def _requires(self) -> list[luigi.Task]:
+        # --DownloadMovieLens-refresh: every stage waits for the download, then runs only if the
+        # release it fetched changed what the stage was built from (_skipped_when_complete_after_refresh).
+        required = list(super()._requires())
+        if refresh_pending():
+            self._awaits_refresh = True
+            required.append(_download_task())
+        return required
+
     def complete(self) -> bool:
+        if refresh_pending():
+            return False  # not done while the release it is built from is to be checked again
         # One check of the root checks every stage below it: each marker, the zip's md5 and each
         # stage's verdict are read once per check (see storage.reads_cached).
         with reads_cached():
@@ -213,8 +262,11 @@ class ChunkedStage(Stage):
 
     @functools.cached_property
     def planned_chunks(self) -> list[luigi.Task]:
-        """The chunks known when the task was first scheduled: fixed, since Luigi checks them again before run()."""
-        return list(self.chunks())
+        """The chunks known when the task was first scheduled: fixed, since Luigi checks them again before run().
+
+        None while a refresh is pending: the release may change, and with it the chunks (run() yields them).
+        """
+        return [] if refresh_pending() else list(self.chunks())
 
     def chunks(self) -> Sequence[luigi.Task]:
         raise NotImplementedError

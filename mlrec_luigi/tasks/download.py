@@ -12,12 +12,14 @@ new zip md5 and rebuilds from it (the MovieLens interactions become the new rati
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import luigi
 
-from mlrec_luigi import movielens, source
+from mlrec_luigi import layout, movielens, source
+from mlrec_luigi.settings import redact
 from mlrec_luigi.storage import BucketTarget, open_gs_url
 from mlrec_luigi.tasks.base import PipelineTask
 
@@ -28,15 +30,31 @@ class DownloadMovieLens(PipelineTask):
     refresh = luigi.BoolParameter(
         default=False, significant=False, description="download again and replace the zip if it changed"
     )
-    _refreshed = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The command's start: a refresh recorded after it was done by this command (or its forked workers).
+        self._asked_at = time.time()
 
     def output(self) -> BucketTarget:
         return BucketTarget(self.bucket, self.zip_key)
 
-    def complete(self) -> bool:
-        if self.refresh and not self._refreshed:
+    def refresh_pending(self) -> bool:
+        """Whether ``--refresh`` was asked and no refresh has been recorded since this command started."""
+        if not self.refresh:
             return False
-        return super().complete()
+        try:
+            checked = float(self.bucket.read_json(self.refresh_key).get("checked_at", 0))
+        except (FileNotFoundError, ValueError, AttributeError, TypeError):
+            return True
+        return checked < self._asked_at
+
+    @property
+    def refresh_key(self) -> str:
+        return layout.marker_key(self.settings, "download")
+
+    def complete(self) -> bool:
+        return not self.refresh_pending() and super().complete()
 
     def run(self) -> None:
         url = self.settings.movielens_url
@@ -54,7 +72,6 @@ class DownloadMovieLens(PipelineTask):
             replaced = self.bucket.md5_hex(self.zip_key)
             if replaced != fetched.md5:
                 self.bucket.upload_file(fetched.path, self.zip_key, content_type="application/zip")
-        self._refreshed = True
         self.counts = {
             "bytes": fetched.size,
             "md5": fetched.md5,
@@ -65,6 +82,7 @@ class DownloadMovieLens(PipelineTask):
             "replaced": replaced if replaced and replaced != fetched.md5 else None,
             "unchanged": replaced == fetched.md5,
         }
+        self.bucket.write_json(self.refresh_key, {**self.counts, "url": redact(url), "checked_at": time.time()})
 
     def _open_gs(self, url: str) -> BinaryIO:
         return open_gs_url(url, self.settings.storage_emulator_host)
