@@ -10,9 +10,10 @@ pipeline of ``SET`` commands where the server refuses scripts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import islice
 
 import redis
@@ -48,8 +49,32 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
 
 
+# Why a server refuses writes, in words an operator acts on.
+REFUSALS = {
+    "OOM": "Redis is out of memory (maxmemory reached)",
+    "READONLY": "Redis is a read-only replica (a failover?)",
+    "NOPERM": "the Redis user lacks a permission (ACL)",
+    "MISCONF": "Redis cannot persist to disk and refuses writes",
+}
+
+
 def _failed(url: str, action: str, error: Exception) -> RedisUnavailable:
-    return RedisUnavailable(f"REDIS_URL {redact(url)}: cannot {action}: {redact(str(error))}")
+    text = str(error)
+    cause = next((words for code, words in REFUSALS.items() if text.startswith(code)), None)
+    if cause and text.startswith("OOM"):
+        cause += _memory(url)
+    prefix = f"{cause}: " if cause else ""
+    return RedisUnavailable(f"REDIS_URL {redact(url)}: cannot {action}: {prefix}{redact(text)}")
+
+
+def _memory(url: str) -> str:
+    """`` (used X of maxmemory Y)``, from ``INFO memory`` when the server answers it."""
+    try:
+        with _client(url) as client:
+            info = client.info("memory")
+        return f" (used {info.get('used_memory_human')} of maxmemory {info.get('maxmemory_human')})"
+    except (redis.RedisError, ValueError):
+        return ""
 
 
 def encode_list(values: Sequence[str]) -> str:
@@ -72,10 +97,16 @@ def publish_list(url: str, key: str, values: Sequence[str], ttl_seconds: int) ->
         raise _failed(url, f"publish {key}", error) from None
 
 
-def publish_lists(url: str, lists: Iterable[tuple[str, Sequence[str]]], ttl_seconds: int) -> Iterator[int]:
+def publish_lists(
+    url: str,
+    lists: Iterable[tuple[str, Sequence[str]]],
+    ttl_seconds: int,
+    leave_out: Callable[[list[str]], Collection[str]] | None = None,
+) -> Iterator[int]:
     """Store many ``(key, values)`` lists, each with one ``SET … EX``, pipelined in batches.
 
-    Yields the number of keys stored after each batch.
+    ``leave_out(keys)``, called just before each batch is sent, names keys of the batch not
+    to write. Yields the number of keys handled after each batch.
     """
     done = 0
     lists = iter(lists)
@@ -84,20 +115,24 @@ def publish_lists(url: str, lists: Iterable[tuple[str, Sequence[str]]], ttl_seco
             set_each = client.register_script(SET_EACH)
             scripts = True
             while batch := list(islice(lists, PUBLISH_BATCH)):
+                handled = len(batch)
+                if leave_out is not None:
+                    left_out = set(leave_out([key for key, _ in batch]))
+                    batch = [(key, values) for key, values in batch if key not in left_out]
                 keys, values = [key for key, _ in batch], [encode_list(v) for _, v in batch]
-                if scripts:
+                if scripts and keys:
                     try:
                         set_each(keys=keys, args=[ttl_seconds, *values])
                     except redis.ResponseError as error:
                         if "script" not in str(error).lower() and "eval" not in str(error).lower():
                             raise
                         scripts = False  # scripting disabled on this server: plain pipelined SETs
-                if not scripts:
+                if not scripts and keys:
                     pipe = client.pipeline(transaction=False)
                     for key, value in zip(keys, values, strict=True):
                         pipe.set(key, value, ex=ttl_seconds)
                     pipe.execute()
-                done += len(batch)
+                done += handled
                 yield done
     except (redis.RedisError, ValueError) as error:
         raise _failed(url, "publish lists", error) from None
@@ -128,3 +163,62 @@ def ttls(url: str, keys: Sequence[str]) -> list[int]:
             return [int(t) for t in pipe.execute()]
     except (redis.RedisError, ValueError) as error:
         raise _failed(url, "read TTLs", error) from None
+
+
+def delete_keys(url: str, keys: Sequence[str]) -> int:
+    """Delete ``keys``; how many existed."""
+    if not keys:
+        return 0
+    try:
+        with _client(url) as client:
+            return int(client.delete(*keys))
+    except (redis.RedisError, ValueError) as error:
+        raise _failed(url, f"delete {len(keys)} key(s)", error) from None
+
+
+# Per batch of keys: the sha1 of the concatenated sha1s of their values ("-" for a missing key).
+DIGEST_EACH = (
+    "local parts = {} for i, key in ipairs(KEYS) do local v = redis.call('GET', key) "
+    "parts[i] = v and redis.sha1hex(v) or '-' end return redis.sha1hex(table.concat(parts))"
+)
+VERIFY_BATCH = 10_000
+
+
+def value_sha1(values: Sequence[str]) -> str:
+    """The sha1 (hex) of a list as :func:`publish_lists` stores it."""
+    return hashlib.sha1(encode_list(values).encode(), usedforsecurity=False).hexdigest()
+
+
+def differing_keys(url: str, keys: Sequence[str], sha1s: Sequence[str]) -> list[str]:
+    """Those of ``keys`` whose value is not the one of sha1 ``sha1s[i]`` (missing ones included).
+
+    Every key is compared, not a sample: one server-side digest per ``VERIFY_BATCH`` keys,
+    all batches in one pipelined round trip; only a batch whose digest differs is read
+    back key by key. Where the server refuses scripts, every value is read back (MGET).
+    """
+    batches = [(start, start + VERIFY_BATCH) for start in range(0, len(keys), VERIFY_BATCH)]
+    try:
+        with _client(url) as client:
+            try:
+                pipe = client.pipeline(transaction=False)
+                for start, stop in batches:
+                    pipe.eval(DIGEST_EACH, stop - start, *keys[start:stop])
+                digests = [d.decode() if isinstance(d, bytes) else d for d in pipe.execute()]
+            except redis.ResponseError as error:
+                if "script" not in str(error).lower() and "eval" not in str(error).lower():
+                    raise
+                digests = [None] * len(batches)  # scripting refused: compare every value
+            differing: list[str] = []
+            for (start, stop), digest in zip(batches, digests, strict=True):
+                expected = hashlib.sha1("".join(sha1s[start:stop]).encode(), usedforsecurity=False).hexdigest()
+                if digest == expected:
+                    continue
+                values = client.mget(list(keys[start:stop]))
+                differing.extend(
+                    key
+                    for key, value, sha1 in zip(keys[start:stop], values, sha1s[start:stop], strict=True)
+                    if value is None or hashlib.sha1(value, usedforsecurity=False).hexdigest() != sha1
+                )
+            return differing
+    except (redis.RedisError, ValueError) as error:
+        raise _failed(url, f"read back {len(keys)} key(s)", error) from None

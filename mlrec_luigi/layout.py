@@ -14,6 +14,10 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/popular/<date>.json, popular/live.json    (UpdatePopular)
     <p>/<ds>/similar/<model>/<z>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock)
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
+    <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>/state.npy        every user's list (UpdateUserRecommendations)
+    <p>/<ds>/user_recs/published/<date>.npy                    the keys published and their values' sha1
+    <p>/<ds>/markers/user_recs/<date>.json                     (UpdateUserRecommendations)
+    <p>/<ds>/markers/download.json                             the last release check (DownloadMovieLens)
     <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json     the run manifest (DailyRun)
 
 Every function takes plain values and returns a key; nothing here reads the bucket.
@@ -108,3 +112,18 @@ def similar_block_key(settings: Settings, model: str, source_md5: str, top_n: in
 def run_key(settings: Settings, name: str = "latest.json") -> str:
     """A run manifest (``latest.json``: the newest)."""
     return derived_key(settings, "runs", name)
+
+
+def user_recs_state_key(settings: Settings, model: str, source_md5: str, movie_ids: str, top_n: int) -> str:
+    """Every user's list and what it was computed from: reused for the users whose interactions did not change."""
+    folder = f"{release_tag(source_md5)}-{movie_ids}-k{top_n}"
+    return derived_key(settings, "user_recs", model_slug(model), folder, "state.npy")
+
+
+def user_recs_published_key(settings: Settings, date: dt.date) -> str:
+    """The keys a date's run published, with the sha1 of each value (the completeness check reads it)."""
+    return derived_key(settings, "user_recs", "published", f"{date.isoformat()}.npy")
+
+
+def user_recs_marker_key(settings: Settings, date: dt.date) -> str:
+    return derived_key(settings, "markers", "user_recs", f"{date.isoformat()}.json")

@@ -290,3 +290,19 @@ def existing_ids(collection: Collection, hex_ids: Sequence[str]) -> set[str]:
 def estimated_count(collection: Collection) -> int:
     """The collection's document count from metadata (cheap, no scan)."""
     return collection.estimated_document_count()
+
+
+API_FIELDS = {"_id": 1, "userId": 1, "movieId": 1, "type": 1, "value": 1, "timestamp": 1}
+
+
+def api_interactions(collection: Collection, since: ObjectId | None = None) -> list[dict[str, Any]]:
+    """The API's own interactions (no ``movielens_part``: index-served), ``_id >= since`` when given."""
+    query: dict[str, Any] = {PART_FIELD: None}
+    if since is not None:
+        query["_id"] = {"$gte": since}
+    return list(collection.find(query, API_FIELDS))
+
+
+def api_interactions_of(collection: Collection, users: Sequence[str]) -> list[dict[str, Any]]:
+    """The API's own interactions of ``users`` (served by the ``userId`` index)."""
+    return list(collection.find({"userId": {"$in": list(users)}, PART_FIELD: None}, API_FIELDS))

@@ -24,6 +24,7 @@ DEFAULT_MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-lates
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POPULAR_REDIS_KEY = "rec:fallback:popular"
 SIMILAR_REDIS_PREFIX = "rec:item:"
+USER_REDIS_PREFIX = "rec:user:"
 MIN_SIMILAR_TTL_SECONDS = 86_400  # the API's own cache time: a daily run must refresh keys before they lapse
 MAX_INT = 2**31 - 1
 
@@ -107,6 +108,9 @@ class Settings:
     similar_movies_top_n: int = 10
     similar_movies_ttl_seconds: int = 90_000
     similar_movies_block_rows: int = 2048
+    user_recs_top_n: int = 10
+    user_recs_ttl_seconds: int = 90_000
+    user_recs_active_days: int = 0
 
     @property
     def dataset_prefix(self) -> str:
@@ -295,6 +299,13 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         ),
         similar_movies_block_rows=_integer(
             values, "SIMILAR_MOVIES_BLOCK_ROWS", DEFAULTS.similar_movies_block_rows, maximum=1_000_000
+        ),
+        user_recs_top_n=_integer(values, "USER_RECS_TOP_N", DEFAULTS.user_recs_top_n, maximum=1_000),
+        user_recs_ttl_seconds=_integer(
+            values, "USER_RECS_TTL_SECONDS", DEFAULTS.user_recs_ttl_seconds, minimum=MIN_SIMILAR_TTL_SECONDS
+        ),
+        user_recs_active_days=_integer(
+            values, "USER_RECS_ACTIVE_DAYS", DEFAULTS.user_recs_active_days, minimum=0, maximum=36_500
         ),
     )
 

@@ -35,17 +35,33 @@ def top_k(vectors: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarra
     """
     if k == 0:  # a dataset of one movie
         return np.empty((stop - start, 0), np.int32), np.empty((stop - start, 0), np.float32)
-    queries = vectors[start:stop]
-    scores = queries @ vectors.T
-    rows = np.arange(len(queries))
+    scores = vectors[start:stop] @ vectors.T
+    rows = np.arange(stop - start)
     scores[rows, start + rows] = -np.inf  # a movie is not its own neighbour
+    return select_top_k(scores, k)
+
+
+def select_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` highest columns, best first, ties to the lower column; exact.
+
+    Returns (columns int32, scores float32), each ``(rows, k)``. ``scores`` is overwritten
+    nowhere; columns scored ``-inf`` come last (callers mask with it).
+    """
+    if k == 0:
+        return np.empty((len(scores), 0), np.int32), np.empty((len(scores), 0), np.float32)
+    rows = np.arange(len(scores))
+    if k >= scores.shape[1]:
+        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        order = np.lexsort((candidates, -scores), axis=1)
+        neighbours = np.take_along_axis(candidates, order, axis=1)
+        return neighbours.astype(np.int32), np.take_along_axis(scores, neighbours, axis=1).astype(np.float32)
     # Partitioned at k: the k best (in any order) in front, the (k+1)-th best at position k.
     partition = np.argpartition(-scores, k, axis=1)
     candidates = partition[:, :k]
     picked = np.take_along_axis(scores, candidates, axis=1)
     order = np.lexsort((candidates, -picked), axis=1)
     neighbours = np.take_along_axis(candidates, order, axis=1)
-    # Where the (k+1)-th best equals the k-th, the cut fell between equal scores: resolve those rows by _id.
+    # Where the (k+1)-th best equals the k-th, the cut fell between equal scores: resolve those rows by column.
     threshold = picked.min(axis=1)
     for row in np.flatnonzero(scores[rows, partition[:, k]] >= threshold):
         columns = np.flatnonzero(scores[row] >= threshold[row])

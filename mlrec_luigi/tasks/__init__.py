@@ -7,6 +7,7 @@ from mlrec_luigi.tasks.interactions import InteractionsChunk, LoadInteractions, 
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.popular import UpdatePopular
 from mlrec_luigi.tasks.similar import SimilarMoviesBlock, UpdateSimilarMovies
+from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
 __all__ = [
     "DailyRun",
@@ -20,4 +21,5 @@ __all__ = [
     "SimilarMoviesBlock",
     "UpdatePopular",
     "UpdateSimilarMovies",
+    "UpdateUserRecommendations",
 ]

@@ -3,7 +3,7 @@
     luigi --module mlrec_luigi DailyRun --local-scheduler
     luigi --module mlrec_luigi DailyRun --date 2026-11-24
 
-Requires ``UpdatePopular`` (for ``--date``) and ``UpdateSimilarMovies``; the manifest
+Requires ``UpdatePopular`` and ``UpdateUserRecommendations`` (for ``--date``) and ``UpdateSimilarMovies``; the manifest
 (``<ds>/runs/<finished>-<date>.json`` and ``runs/latest.json``) is built from its inputs'
 markers, each carrying its own stage's counts and timing.
 """
@@ -16,6 +16,7 @@ from mlrec_luigi import layout, report
 from mlrec_luigi.tasks.base import Stage
 from mlrec_luigi.tasks.popular import RunDateParameter, UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
+from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
 # The name each stage has in the run manifest (the report reads these).
 REPORTED_AS = {
@@ -25,12 +26,23 @@ REPORTED_AS = {
     "LoadInteractions": "load_interactions",
     "UpdatePopular": "popular",
     "UpdateSimilarMovies": "similar_movies",
+    "UpdateUserRecommendations": "user_recs",
 }
-LEFT_OUT = ("rejected_examples", "duplicate_examples", "parts", "chunks", "blocks", "sample", "inputs")
+LEFT_OUT = (
+    "rejected_examples",
+    "duplicate_examples",
+    "parts",
+    "chunks",
+    "blocks",
+    "sample",
+    "inputs",
+    "record",
+    "state",
+)
 
 
 class DailyRun(Stage):
-    """The cron job's root: the popular list for ``date`` and every movie's similar movies."""
+    """The cron job's root: the popular list for ``date``, every movie's similar movies, every user's list."""
 
     date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
 
@@ -38,7 +50,7 @@ class DailyRun(Stage):
         return self.upstream()
 
     def upstream(self) -> list[Stage]:
-        return [UpdatePopular(date=self.date), UpdateSimilarMovies()]
+        return [UpdatePopular(date=self.date), UpdateSimilarMovies(), UpdateUserRecommendations(date=self.date)]
 
     def marker_key(self) -> str:
         return layout.derived_key(self.settings, "markers", "daily", f"{self.date.isoformat()}.json")

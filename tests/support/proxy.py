@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 
 
@@ -57,3 +58,46 @@ def proxy(handler: type[ForwardingHandler], upstream_url: str, **attributes: obj
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def slow_tcp_proxy(redis_url: str, delay_s: float) -> Iterator[str]:
+    """A TCP proxy in front of a redis URL that holds each reply ``delay_s`` seconds; yields its URL."""
+    import socket
+    from urllib.parse import urlsplit
+
+    target = urlsplit(redis_url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopped = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        try:
+            while data := source.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stopped.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection((target.hostname, target.port))
+            threading.Thread(target=pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, delay_s), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}{target.path or '/0'}"
+    finally:
+        stopped.set()
+        listener.close()

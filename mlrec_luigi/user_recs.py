@@ -1,0 +1,232 @@
+"""Every user's exact recommendations, defined as the API defines them.
+
+Plain numpy, no Luigi. For each user:
+
+- *liked*: the user's ``LIKED_LIMIT`` (50) newest ``rate`` interactions with ``value >=
+  LIKED_MIN_VALUE`` (4.0), newest first, ties by ``movieId`` ascending; then their distinct movies;
+- *profile*: the mean of the liked movies' embeddings (movies without one are left out);
+- *candidates*: every movie with an embedding the user has no interaction of any type with;
+- the ``k`` candidates of highest cosine(profile, movie), ties by ``_id`` ascending.
+
+A user without a liked movie with an embedding, or without a candidate, gets no list.
+
+Movies are rows of the embedding matrix in ``_id`` order, so "ties by ``_id``" is "ties by
+row". Interactions come as :data:`INTERACTION` rows from two places: the MovieLens ratings
+(the bucket's ratings parts) and the API's own documents (MongoDB). Scores are computed in
+blocks of users: one matrix product, the seen movies masked, ``argpartition`` at ``k``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlrec_luigi.similar import select_top_k
+
+LIKED_LIMIT = 50
+LIKED_MIN_VALUE = 4.0
+BLOCK_USERS = 512  # users scored per matrix product: 512 x movies x 4 bytes of scores (180 MB at 87,585 movies)
+
+# One interaction: the user's index, the movie's rank among every movie id (known or not: the
+# tie order), its row in the embedding matrix (-1: no embedding), whether it is a like, its time.
+INTERACTION = np.dtype([("user", "<i4"), ("rank", "<i4"), ("row", "<i4"), ("liked", "?"), ("time_us", "<i8")])
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Each user's profile (the mean of the liked movies' vectors) and the movies they have seen."""
+
+    users: np.ndarray  # int32 user indices that have a profile, ascending
+    vectors: np.ndarray  # float32 (len(users), dimension), unit length
+    seen_users: np.ndarray  # int32, sorted: (seen_users[i], seen_rows[i]) = a movie the user interacted with
+    seen_rows: np.ndarray
+
+
+def liked_rows(interactions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(users, rows): each user's distinct liked movies with an embedding, as the API picks them."""
+    likes = interactions[interactions["liked"]]
+    order = np.lexsort((likes["rank"], -likes["time_us"], likes["user"]))
+    likes = likes[order]
+    starts = np.flatnonzero(np.r_[True, likes["user"][1:] != likes["user"][:-1]])
+    first = np.repeat(starts, np.diff(np.r_[starts, len(likes)]))
+    newest = likes[(np.arange(len(likes)) - first) < LIKED_LIMIT]
+    newest = newest[newest["row"] >= 0]
+    pairs = np.unique(np.stack([newest["user"], newest["row"]], axis=1), axis=0) if len(newest) else np.empty((0, 2))
+    return pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32)
+
+
+def build_profiles(interactions: np.ndarray, vectors: np.ndarray) -> Profiles:
+    """Profiles of the users with a liked movie, and every user's seen movies."""
+    users, rows = liked_rows(interactions)
+    profile_users, starts = np.unique(users, return_index=True)
+    sums = np.add.reduceat(vectors[rows].astype(np.float64), starts, axis=0) if len(rows) else np.empty((0, 0))
+    means = sums / np.diff(np.r_[starts, len(rows)])[:, None] if len(rows) else sums
+    norms = np.linalg.norm(means, axis=1, keepdims=True) if len(rows) else np.ones((0, 1))
+    unit = (means / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    seen = interactions[interactions["row"] >= 0]
+    pairs = np.unique(np.stack([seen["user"], seen["row"]], axis=1), axis=0) if len(seen) else np.empty((0, 2))
+    return Profiles(
+        users=profile_users.astype(np.int32),
+        vectors=unit.reshape(len(profile_users), vectors.shape[1]),
+        seen_users=pairs[:, 0].astype(np.int32),
+        seen_rows=pairs[:, 1].astype(np.int32),
+    )
+
+
+def recommend(
+    profiles: Profiles,
+    vectors: np.ndarray,
+    k: int,
+    block_users: int = BLOCK_USERS,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each block of profile users: (user indices, rows int32 (users, k), -1 where fewer candidates)."""
+    for start in range(0, len(profiles.users), block_users):
+        users = profiles.users[start : start + block_users]
+        scores = profiles.vectors[start : start + block_users] @ vectors.T
+        low, high = np.searchsorted(profiles.seen_users, [users[0], users[-1] + 1])
+        seen_users, seen_rows = profiles.seen_users[low:high], profiles.seen_rows[low:high]
+        at = np.searchsorted(users, seen_users)
+        mine = users[np.minimum(at, len(users) - 1)] == seen_users  # users without a profile are not scored
+        scores[at[mine], seen_rows[mine]] = -np.inf
+        picked, picked_scores = select_top_k(scores, min(k, vectors.shape[0]))
+        picked[picked_scores == -np.inf] = -1  # fewer candidates than k
+        if on_progress:
+            on_progress(start + len(users))
+        yield users, picked
+
+
+def list_digest(values: Sequence[str]) -> str:
+    """A stable digest of one user's list (what the published record keeps)."""
+    return hashlib.sha1("\n".join(values).encode(), usedforsecurity=False).hexdigest()
+
+
+def doc_fingerprints(users: np.ndarray, payloads: Sequence[bytes], count: int) -> np.ndarray:
+    """Per user: an order-independent fingerprint of their API interactions (0: none).
+
+    ``payloads[i]`` identifies interaction i (its ``_id`` and fields); ``users[i]`` its user.
+    """
+    hashes = np.array(
+        [int.from_bytes(hashlib.blake2b(p, digest_size=8).digest(), "little") for p in payloads], dtype=np.uint64
+    )
+    fingerprints = np.zeros(count, dtype=np.uint64)
+    np.add.at(fingerprints, users, hashes)  # wraps modulo 2**64: the order of the documents does not matter
+    return fingerprints
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """Every user's interactions, MovieLens and the API's, in one table."""
+
+    users: np.ndarray  # user id strings (object array), sorted; a user's index is its position
+    interactions: np.ndarray  # INTERACTION rows
+    fingerprints: np.ndarray  # uint64 per user: their API interactions (0: none)
+    last_time_us: np.ndarray  # int64 per user: their newest interaction
+
+
+def _micros(timestamp: object) -> int:
+    if isinstance(timestamp, dt.datetime):
+        aware = timestamp.replace(tzinfo=dt.UTC) if timestamp.tzinfo is None else timestamp
+        return int(aware.timestamp() * 1_000_000)
+    return 0
+
+
+def gather(
+    movielens: Sequence[np.ndarray], movie_map: dict[int, str], ids: np.ndarray, api_docs: Sequence[dict]
+) -> Gathered:
+    """One table of the MovieLens ratings (``RATING_RECORD`` parts) and the API's documents.
+
+    ``movie_map``: MovieLens movieId → ``movies._id``; ``ids``: the embedding rows' ``_id``s, sorted.
+    """
+    api_movies = [str(doc.get("movieId")) for doc in api_docs]
+    ranked = np.unique(np.concatenate([ids, np.array(api_movies, dtype=ids.dtype if len(ids) else str)]))
+    ml_ids = np.fromiter(movie_map, dtype=np.int64, count=len(movie_map))
+    ml_hex = np.array([movie_map[m] for m in ml_ids.tolist()], dtype=ranked.dtype)
+    ml_row = np.full(int(ml_ids.max(initial=0)) + 1, -1, np.int32)
+    positions = np.searchsorted(ids, ml_hex)
+    found = (positions < len(ids)) & (ids[np.minimum(positions, max(len(ids) - 1, 0))] == ml_hex)
+    ml_row[ml_ids[found]] = positions[found]
+    ml_rank = np.full(len(ml_row), -1, np.int32)
+    ml_rank[ml_ids] = np.searchsorted(ranked, ml_hex)
+
+    present = np.zeros(1, bool)
+    for part in movielens:
+        top = int(part["userId"].max(initial=0)) + 1
+        if top > len(present):
+            present = np.pad(present, (0, top - len(present)))
+        present[part["userId"]] = True
+    ml_users = np.flatnonzero(present)
+    api_users = [str(doc.get("userId")) for doc in api_docs]
+    users = np.array(sorted({*map(str, ml_users.tolist()), *api_users}), dtype=object)
+    index = {user: i for i, user in enumerate(users.tolist())}
+    ml_user_index = np.full(len(present), -1, np.int32)
+    ml_user_index[ml_users] = [index[str(u)] for u in ml_users.tolist()]
+
+    total = sum(len(part) for part in movielens) + len(api_docs)
+    table = np.empty(total, INTERACTION)
+    at = 0
+    for part in movielens:
+        rows = table[at : at + len(part)]
+        movie = part["movieId"].astype(np.int64)
+        rows["user"] = ml_user_index[part["userId"]]
+        rows["row"] = ml_row[movie]
+        rows["rank"] = ml_rank[movie]
+        rows["liked"] = part["rating"] >= LIKED_MIN_VALUE
+        rows["time_us"] = part["timestamp"].astype(np.int64) * 1_000_000
+        at += len(part)
+    api = table[at:]
+    api_user = np.array([index[u] for u in api_users], dtype=np.int32)
+    api["user"] = api_user
+    api_hex = np.array(api_movies, dtype=ranked.dtype if len(ranked) else str)
+    api["rank"] = np.searchsorted(ranked, api_hex) if len(api_docs) else 0
+    positions = np.searchsorted(ids, api_hex) if len(api_docs) else np.empty(0, np.int64)
+    known = (
+        (positions < len(ids)) & (ids[np.minimum(positions, max(len(ids) - 1, 0))] == api_hex) if len(ids) else False
+    )
+    api["row"] = np.where(known, positions, -1)
+    api["liked"] = [doc.get("type") == "rate" and _number(doc.get("value")) >= LIKED_MIN_VALUE for doc in api_docs]
+    api["time_us"] = [_micros(doc.get("timestamp")) for doc in api_docs]
+
+    last = np.full(len(users), np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(last, table["user"], table["time_us"])
+    payloads = [_payload(doc) for doc in api_docs]
+    return Gathered(users, table, doc_fingerprints(api_user, payloads, len(users)), last)
+
+
+def _payload(doc: dict) -> bytes:
+    """What identifies one API interaction for the fingerprints: every field read, as text."""
+    return repr(sorted((key, str(value)) for key, value in doc.items())).encode()
+
+
+def fingerprints_by_user(api_docs: Sequence[dict]) -> dict[str, int]:
+    """userId → the fingerprint of their API interactions, as :func:`gather` computes it."""
+    users = sorted({str(doc.get("userId")) for doc in api_docs})
+    index = {user: i for i, user in enumerate(users)}
+    owners = np.array([index[str(doc.get("userId"))] for doc in api_docs], dtype=np.int32)
+    fingerprints = doc_fingerprints(owners, [_payload(doc) for doc in api_docs], len(users))
+    return dict(zip(users, fingerprints.tolist(), strict=True))
+
+
+def _number(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("-inf")
+    return number if number == number else float("-inf")  # NaN never likes
+
+
+def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+    """int32 (len(users), k) embedding rows of each of ``users`` (indices), -1 where none."""
+    rows = np.full((len(users), k), -1, np.int32)
+    if not len(users) or k == 0:
+        return rows
+    wanted = np.zeros(len(gathered.users), bool)
+    wanted[users] = True
+    profiles = build_profiles(gathered.interactions[wanted[gathered.interactions["user"]]], vectors)
+    for block_users, picked in recommend(profiles, vectors, k):
+        rows[np.searchsorted(users, block_users), : picked.shape[1]] = picked
+    return rows

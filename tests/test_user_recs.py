@@ -1,0 +1,333 @@
+"""Every user's exact recommendations: the plain functions against a literal reading of the API's
+definition, and the stage on the real model, a real wire-protocol MongoDB and a real redis-server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pymongo
+import pytest
+import redis
+from bson import ObjectId
+
+from mlrec_luigi import UpdateUserRecommendations, cache, user_recs
+from mlrec_luigi.movielens import RATING_RECORD
+from mlrec_luigi.storage import LocalBucket
+from tests.support.proxy import slow_tcp_proxy
+from tests.support.runs import build, build_fails, families
+from tests.support.zips import MOVIES, small_zip
+
+TODAY = dt.date(2026, 11, 24)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def api_brute_force(interactions: list[dict], embeddings: dict[str, np.ndarray], k: int) -> dict[str, list[str]]:
+    """The API's definition read literally: one user at a time, float64, sorted() for every order."""
+    by_user: dict[str, list[dict]] = defaultdict(list)
+    for doc in interactions:
+        by_user[str(doc["userId"])].append(doc)
+    lists = {}
+    for user, docs in by_user.items():
+        rates = [d for d in docs if d["type"] == "rate" and d["value"] is not None and d["value"] >= 4.0]
+        rates.sort(key=lambda d: (-d["timestamp"].timestamp(), d["movieId"]))
+        liked = list(dict.fromkeys(d["movieId"] for d in rates[:50]))
+        vectors = [np.asarray(embeddings[m], dtype=np.float64) for m in liked if m in embeddings]
+        seen = {d["movieId"] for d in docs}
+        candidates = [m for m in sorted(embeddings) if m not in seen]
+        if not vectors or not candidates:
+            continue
+        profile = np.mean(vectors, axis=0)
+        profile /= np.linalg.norm(profile)
+        score = {m: float(np.dot(profile, embeddings[m])) for m in candidates}
+        lists[f"rec:user:{user}"] = sorted(candidates, key=lambda m: (-score[m], m))[:k]
+    return lists
+
+
+def computed_lists(
+    interactions: list[dict], embeddings: dict[str, np.ndarray], movie_map: dict[int, str], k: int
+) -> dict[str, list[str]]:
+    """The module's answer for the same data, MovieLens ratings given as ratings parts (as the stage reads them)."""
+    by_hex = {hex_id: ml for ml, hex_id in movie_map.items()}
+    ml = [d for d in interactions if d.get("source") == "movielens"]
+    part = np.array(
+        [(int(d["timestamp"].timestamp()), int(d["userId"]), by_hex[d["movieId"]], d["value"]) for d in ml],
+        dtype=RATING_RECORD,
+    )
+    ids = np.array(sorted(embeddings))
+    vectors = np.array([embeddings[i] for i in ids], dtype=np.float32)
+    api = [d for d in interactions if d.get("source") != "movielens"]
+    gathered = user_recs.gather([part[: len(part) // 2], part[len(part) // 2 :]], movie_map, ids, api)
+    everyone = np.arange(len(gathered.users))
+    rows = user_recs.user_lists(gathered, everyone, vectors, k)
+    return {
+        f"rec:user:{user}": ids[picked[picked >= 0]].tolist()
+        for user, picked in zip(gathered.users.tolist(), rows, strict=True)
+        if picked[0] >= 0
+    }
+
+
+def at(seconds: float) -> dt.datetime:
+    return EPOCH + dt.timedelta(seconds=seconds)
+
+
+def random_case(seed: int, movies: int = 40, dimension: int = 8) -> tuple[list[dict], dict[str, np.ndarray], dict]:
+    rng = np.random.default_rng(seed)
+    hexes = sorted(str(ObjectId()) for _ in range(movies))
+    raw = rng.normal(size=(movies, dimension))
+    raw[5] = raw[6]  # two movies with one vector: ties by _id
+    embeddings = {h: (v / np.linalg.norm(v)).astype(np.float32) for h, v in zip(hexes, raw, strict=True)}
+    movie_map = {i + 1: h for i, h in enumerate(hexes)}
+    docs: list[dict] = []
+    for user in range(1, 9):  # MovieLens users: ratings, some at the same second
+        for movie in rng.choice(movies, size=int(rng.integers(1, 12)), replace=False):
+            stamp = float(1_000_000 + int(rng.integers(0, 5)))
+            docs.append({"userId": str(user), "movieId": hexes[movie], "type": "rate",
+                         "value": float(rng.choice([2.0, 4.0, 4.5, 5.0])), "timestamp": at(stamp),
+                         "source": "movielens"})  # fmt: skip
+    unknown = str(ObjectId())  # a movie without an embedding
+    api_users = {
+        "0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab": [("rate", 5.0, 3), ("rate", 4.0, 9), ("rate", 5.0, unknown)],
+        "views-only": [("view", 1.0, 2), ("like", 1.0, 4), ("bookmark", 1.0, 7)],
+        "1": [("skip", 1.0, 11), ("rate", 5.0, 12), ("view", None, 13)],  # a MovieLens user on the API too
+        "many-likes": [("rate", 4.5, m // 2) for m in range(70)],  # more than 50: only the newest 50 count
+        "unknown-only": [("rate", 5.0, unknown)],
+        "saw-everything": [("view", 1.0, m) for m in range(movies)] + [("rate", 5.0, 0)],
+    }
+    for user, actions in api_users.items():
+        for step, (kind, value, movie) in enumerate(actions):
+            movie_id = movie if isinstance(movie, str) else hexes[movie]
+            docs.append({"_id": ObjectId(), "userId": user, "movieId": movie_id, "type": kind, "value": value,
+                         "timestamp": at(2_000_000 + step)})  # fmt: skip
+    return docs, embeddings, movie_map
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 10, 45])
+def test_every_users_list_equals_the_apis_definition_read_literally(seed: int, k: int) -> None:
+    docs, embeddings, movie_map = random_case(seed)
+    expected = api_brute_force(docs, embeddings, k)
+    assert computed_lists(docs, embeddings, movie_map, k) == expected
+    assert "rec:user:views-only" not in expected and "rec:user:unknown-only" not in expected
+    assert "rec:user:saw-everything" not in expected and "rec:user:many-likes" in expected
+
+
+def test_only_the_50_newest_likes_shape_the_profile_and_ties_go_by_movie_id() -> None:
+    docs, embeddings, movie_map = random_case(4)
+    hexes = sorted(embeddings)
+    # 50 likes of movie 0 at the same newest second, then one older like of movie 1: movie 1 is not liked.
+    extra = [{"_id": ObjectId(), "userId": "tied", "movieId": hexes[0], "type": "rate", "value": 5.0,
+              "timestamp": at(3_000_000)} for _ in range(50)]  # fmt: skip
+    extra.append({"_id": ObjectId(), "userId": "tied", "movieId": hexes[1], "type": "rate", "value": 5.0,
+                  "timestamp": at(2_999_999)})  # fmt: skip
+    lists = computed_lists(docs + extra, embeddings, movie_map, 5)
+    profile_of_movie_0 = api_brute_force(
+        [{**extra[0]}, {**extra[-1], "type": "view"}], embeddings, 5
+    )  # movie 1 seen, not liked
+    assert lists["rec:user:tied"] == profile_of_movie_0["rec:user:tied"]
+
+
+def test_a_block_of_users_masks_only_its_own_seen_movies() -> None:
+    docs, embeddings, movie_map = random_case(5)
+    original = user_recs.BLOCK_USERS
+    try:
+        user_recs.BLOCK_USERS = 2
+        small_blocks = computed_lists(docs, embeddings, movie_map, 7)
+    finally:
+        user_recs.BLOCK_USERS = original
+    assert small_blocks == api_brute_force(docs, embeddings, 7)
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+EXTRA = "".join(f"{100 + i},{title} ({1990 + i}),{genres}\n" for i, (title, genres) in enumerate(
+    [("Toy Story 2", "Animation|Children|Comedy"), ("The Exorcist", "Horror|Thriller"), ("Heat", "Action|Crime"),
+     ("Finding Nemo", "Animation|Children"), ("Alien", "Horror|Sci-Fi"), ("Casino", "Crime|Drama"),
+     ("Shrek", "Animation|Comedy"), ("Scream", "Horror"), ("Ronin", "Action|Thriller"), ("Up", "Animation")]
+))  # fmt: skip
+RATINGS = "userId,movieId,rating,timestamp\n" + "".join(
+    f"{u},{m},{r},{964982703 + 10 * i}\n"
+    for i, (u, m, r) in enumerate(
+        [(1, 1, 5.0), (1, 100, 4.5), (1, 2, 2.0), (2, 101, 5.0), (2, 104, 4.0), (2, 3, 4.0), (3, 102, 3.0),
+         (4, 105, 5.0), (4, 107, 4.5), (4, 1, 1.0), (5, 103, 4.0)]
+    )
+)  # fmt: skip
+
+
+class Stage:
+    def __init__(self, configure: Callable[..., dict[str, str]], uri: str, database: str, redis_url: str, zip_path):
+        self.configure, self.database, self.redis_url, self.zip_path = configure, database, redis_url, zip_path
+        self.db = pymongo.MongoClient(uri, tz_aware=True)[database]
+        self.base = {"MOVIELENS_URL": zip_path.as_uri(), "MONGODB_URI": uri, "MONGODB_DATABASE": database,
+                     "REDIS_URL": redis_url, "USER_RECS_TOP_N": "4", "POPULARITY_RECENT_DAYS": "10000"}  # fmt: skip
+        self.env: dict[str, str] = {}
+
+    def set(self, **env: str) -> Stage:
+        self.env = self.configure(**{**self.base, **env})
+        return self
+
+    @property
+    def bucket(self) -> LocalBucket:
+        return LocalBucket(Path(self.env["LOCAL_BUCKET_DIR"]))
+
+    @property
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def published(self) -> dict[str, list[str]]:
+        return {k.decode(): json.loads(self.client.get(k)) for k in self.client.scan_iter("rec:user:*")}
+
+    def movie(self, title: str) -> str:
+        return str(self.db.movies.find_one({"title": {"$regex": f"^{title}"}})["_id"])
+
+    def api_write(self, user: str, movie: str, kind: str = "rate", value: float | None = 5.0) -> None:
+        """What the API does on POST /api/interactions: insert, then DEL the user's key."""
+        self.db.interactions.insert_one({"userId": user, "movieId": movie, "type": kind, "value": value,
+                                         "timestamp": dt.datetime.now(dt.UTC)})  # fmt: skip
+        self.client.delete(f"rec:user:{user}")
+
+    def expected(self, k: int = 4) -> dict[str, list[str]]:
+        embeddings = {str(d["_id"]): np.array(d["embedding"]) for d in self.db.movies.find({}, {"embedding": 1})}
+        return api_brute_force(list(self.db.interactions.find()), embeddings, k)
+
+    def marker(self, date: dt.date = TODAY) -> dict:
+        return self.bucket.read_json(f"datasets/ml/markers/user_recs/{date.isoformat()}.json")
+
+
+@pytest.fixture
+def stage(pipeline_env, wire_mongo, redis_url: str, tmp_path: Path, model) -> Stage:
+    zip_path = small_zip(tmp_path / "ml.zip", movies_csv=MOVIES + EXTRA, ratings_csv=RATINGS)
+    return Stage(pipeline_env, *wire_mongo, redis_url, zip_path).set()
+
+
+def seed_api_users(stage: Stage) -> None:
+    """API users of every kind, written before the run."""
+    stage.set()
+    build(UpdateUserRecommendations(date=TODAY))  # loads everything; the API users come after
+    stage.api_write("0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab", stage.movie("Alien"))
+    stage.api_write("views-only", stage.movie("Heat"), "view", None)
+    stage.api_write("1", stage.movie("Shrek"), "skip", None)  # a MovieLens user skips a movie
+    for step in range(55):
+        stage.api_write("many", stage.movie(["Scream", "Casino", "Up"][step % 3]), "rate", 4.5)
+
+
+def test_every_user_gets_the_exact_list_with_the_ttl_and_a_rerun_does_nothing(stage: Stage) -> None:
+    seed_api_users(stage)
+    stage.set()
+    summary = build(UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)))
+    assert families(summary["completed"]) == ["UpdateUserRecommendations"]
+    expected = stage.expected()
+    assert stage.published() == expected
+    assert {"rec:user:1", "rec:user:0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab", "rec:user:many"} <= set(expected)
+    assert "rec:user:views-only" not in expected and "rec:user:3" not in expected  # no liked movie
+    assert stage.movie("Shrek") not in expected["rec:user:1"]
+    assert all(89_990 < stage.client.ttl(key) <= 90_000 for key in expected)
+    marker = stage.marker(TODAY + dt.timedelta(days=1))
+    assert (marker["published"], marker["redis"], marker["reused"]) == (len(expected), "published", 4)
+    stage.set()
+    assert build(UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)))["completed"] == set()
+
+
+def test_a_flush_republishes_and_a_key_the_api_deleted_is_the_apis(stage: Stage) -> None:
+    seed_api_users(stage)
+    stage.set()
+    build(UpdateUserRecommendations(date=TODAY))
+    before = stage.published()
+    user = "0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab"
+    stage.api_write(user, stage.movie("Toy Story 2"), "view", None)  # the API owns that key now
+    stage.set()
+    assert build(UpdateUserRecommendations(date=TODAY))["completed"] == set()
+    assert f"rec:user:{user}" not in stage.published()
+    stage.client.set("rec:user:2", json.dumps(before["rec:user:2"][::-1]))  # changed, the user did not interact
+    stage.set()
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == stage.expected()
+    stage.client.flushall()
+    stage.set()
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == stage.expected()
+    assert stage.marker()["recomputed"] == 0  # nobody's interactions changed: every list came from the state
+
+
+def test_top_n_a_new_model_and_active_days_republish(stage: Stage, model, tmp_path: Path) -> None:
+    seed_api_users(stage)
+    stage.set(USER_RECS_TOP_N="2", USER_RECS_TTL_SECONDS="100000")
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == stage.expected(2)
+    assert all(99_990 < stage.client.ttl(key) <= 100_000 for key in stage.published())
+    model.save(str(tmp_path / "other-model"))
+    stage.set(HF_MODEL_NAME=str(tmp_path / "other-model"))
+    assert {"LoadMovies", "UpdateUserRecommendations"} <= set(
+        families(build(UpdateUserRecommendations(date=TODAY))["completed"])
+    )
+    assert stage.published() == stage.expected()
+    stage.client.flushall()
+    stage.set(HF_MODEL_NAME=str(tmp_path / "other-model"), USER_RECS_ACTIVE_DAYS="3")
+    build(UpdateUserRecommendations(date=dt.datetime.now(dt.UTC).date()))
+    api_users = {"rec:user:0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab", "rec:user:1", "rec:user:many"}
+    assert set(stage.published()) == api_users  # the MovieLens users interacted in 2000 only
+    assert stage.marker(dt.datetime.now(dt.UTC).date())["inactive"] == len(stage.expected()) - 3
+
+
+def test_a_redis_out_of_memory_fails_in_one_line_and_marks_nothing(stage: Stage) -> None:
+    seed_api_users(stage)
+    stage.client.set("rec:user:2", '["kept"]')
+    stage.client.config_set("maxmemory", "1")
+    try:
+        stage.set()
+        build_fails(
+            UpdateUserRecommendations(date=TODAY),
+            failed="UpdateUserRecommendations",
+            match=r"RedisUnavailable: REDIS_URL redis://127\.0\.0\.1:\d+/0: cannot publish lists: "
+            r"Redis is out of memory \(maxmemory reached\) \(used .* of maxmemory 1B\)",
+        )
+    finally:
+        stage.client.config_set("maxmemory", "0")
+    assert stage.client.get("rec:user:2") == b'["kept"]'
+    assert not stage.bucket.exists("datasets/ml/markers/user_recs/2026-11-24.json")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.02])
+def test_api_writes_racing_the_stage_never_leave_a_stale_list(stage: Stage, delay_s: float, monkeypatch) -> None:
+    seed_api_users(stage)
+    racers = [f"racer-{i}" for i in range(6)]
+    for user in racers:  # each has a list to lose
+        stage.api_write(user, stage.movie("Alien"))
+    titles = ["Heat", "Casino", "Ronin", "Scream", "Up", "Shrek", "Finding Nemo", "Toy Story 2"]
+    monkeypatch.setattr(cache, "PUBLISH_BATCH", 2)  # many batches: writes land between them too
+    stop = threading.Event()
+    writes: list[str] = []
+
+    def api() -> None:
+        step = 0
+        while not stop.is_set():
+            user = racers[step % len(racers)]
+            stage.api_write(user, stage.movie(titles[step % len(titles)]), ["rate", "view", "skip"][step % 3])
+            writes.append(user)
+            step += 1
+            time.sleep(0.005)
+
+    with slow_tcp_proxy(stage.redis_url, delay_s) as slow_url:
+        stage.set(REDIS_URL=slow_url)
+        writer = threading.Thread(target=api)
+        writer.start()
+        try:
+            build(UpdateUserRecommendations(date=TODAY))
+        finally:
+            stop.set()
+            writer.join()
+    assert len(set(writes)) == len(racers) and len(writes) > 20  # the API wrote all along
+    expected = stage.expected()
+    published = stage.published()
+    for user in racers:
+        key = f"rec:user:{user}"
+        assert key not in published or published[key] == expected[key], user  # no key, or one that counts it all
+    quiet = {key: value for key, value in published.items() if key.removeprefix("rec:user:") not in racers}
+    assert quiet == {key: value for key, value in expected.items() if key in quiet}
+    assert len(quiet) >= 5
