@@ -49,22 +49,34 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
 
 
-# Why a server refuses writes, in words an operator acts on.
+# Why a server refuses writes, in words an operator acts on (by a text its error holds).
 REFUSALS = {
-    "OOM": "Redis is out of memory (maxmemory reached)",
-    "READONLY": "Redis is a read-only replica (a failover?)",
+    "used memory > 'maxmemory'": "Redis is out of memory (maxmemory reached)",
+    "read only replica": "Redis is a read-only replica (a failover?)",
     "NOPERM": "the Redis user lacks a permission (ACL)",
     "MISCONF": "Redis cannot persist to disk and refuses writes",
 }
 
 
-def _failed(url: str, action: str, error: Exception) -> RedisUnavailable:
+def _refusal(error: Exception) -> str | None:
     text = str(error)
-    cause = next((words for code, words in REFUSALS.items() if text.startswith(code)), None)
-    if cause and text.startswith("OOM"):
+    return next((words for sign, words in REFUSALS.items() if sign in text), None)
+
+
+def _scripts_refused(error: redis.ResponseError) -> bool:
+    """Whether the server refuses scripts themselves (not a write inside one)."""
+    text = str(error)
+    if "script" not in text.lower() and "eval" not in text.lower():
+        return False
+    return _refusal(error) in (None, REFUSALS["NOPERM"])
+
+
+def _failed(url: str, action: str, error: Exception) -> RedisUnavailable:
+    cause = _refusal(error)
+    if cause == REFUSALS["used memory > 'maxmemory'"]:
         cause += _memory(url)
     prefix = f"{cause}: " if cause else ""
-    return RedisUnavailable(f"REDIS_URL {redact(url)}: cannot {action}: {prefix}{redact(text)}")
+    return RedisUnavailable(f"REDIS_URL {redact(url)}: cannot {action}: {prefix}{redact(str(error))}")
 
 
 def _memory(url: str) -> str:
@@ -124,7 +136,7 @@ def publish_lists(
                     try:
                         set_each(keys=keys, args=[ttl_seconds, *values])
                     except redis.ResponseError as error:
-                        if "script" not in str(error).lower() and "eval" not in str(error).lower():
+                        if not _scripts_refused(error):
                             raise
                         scripts = False  # scripting disabled on this server: plain pipelined SETs
                 if not scripts and keys:
@@ -205,7 +217,7 @@ def differing_keys(url: str, keys: Sequence[str], sha1s: Sequence[str]) -> list[
                     pipe.eval(DIGEST_EACH, stop - start, *keys[start:stop])
                 digests = [d.decode() if isinstance(d, bytes) else d for d in pipe.execute()]
             except redis.ResponseError as error:
-                if "script" not in str(error).lower() and "eval" not in str(error).lower():
+                if not _scripts_refused(error):
                     raise
                 digests = [None] * len(batches)  # scripting refused: compare every value
             differing: list[str] = []

@@ -20,6 +20,7 @@ from bson import ObjectId
 from mlrec_luigi import UpdateUserRecommendations, cache, user_recs
 from mlrec_luigi.movielens import RATING_RECORD
 from mlrec_luigi.storage import LocalBucket
+from mlrec_luigi.tasks import user_recs as user_recs_task
 from tests.support.proxy import slow_tcp_proxy
 from tests.support.runs import build, build_fails, families
 from tests.support.zips import MOVIES, small_zip
@@ -282,7 +283,7 @@ def test_a_redis_out_of_memory_fails_in_one_line_and_marks_nothing(stage: Stage)
     try:
         stage.set()
         build_fails(
-            UpdateUserRecommendations(date=TODAY),
+            UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)),
             failed="UpdateUserRecommendations",
             match=r"RedisUnavailable: REDIS_URL redis://127\.0\.0\.1:\d+/0: cannot publish lists: "
             r"Redis is out of memory \(maxmemory reached\) \(used .* of maxmemory 1B\)",
@@ -290,7 +291,7 @@ def test_a_redis_out_of_memory_fails_in_one_line_and_marks_nothing(stage: Stage)
     finally:
         stage.client.config_set("maxmemory", "0")
     assert stage.client.get("rec:user:2") == b'["kept"]'
-    assert not stage.bucket.exists("datasets/ml/markers/user_recs/2026-11-24.json")
+    assert not stage.bucket.exists("datasets/ml/markers/user_recs/2026-11-25.json")
 
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.02])
@@ -300,29 +301,46 @@ def test_api_writes_racing_the_stage_never_leave_a_stale_list(stage: Stage, dela
     for user in racers:  # each has a list to lose
         stage.api_write(user, stage.movie("Alien"))
     titles = ["Heat", "Casino", "Ronin", "Scream", "Up", "Shrek", "Finding Nemo", "Toy Story 2"]
-    monkeypatch.setattr(cache, "PUBLISH_BATCH", 2)  # many batches: writes land between them too
-    stop = threading.Event()
     writes: list[str] = []
 
-    def api() -> None:
-        step = 0
+    def api_write(step: int) -> None:
+        user = racers[step % len(racers)]
+        stage.api_write(user, stage.movie(titles[step % len(titles)]), ["rate", "view", "skip"][step % 3])
+        writes.append(user)
+
+    # Deterministic landings: while the stage computes, and between a batch's check and its SETs.
+    compute, read = user_recs_task.user_recs.user_lists, user_recs_task.mongo.api_interactions
+
+    def computing(*args, **kwargs):
+        api_write(0)
+        return compute(*args, **kwargs)
+
+    def checked(collection, since=None):
+        found = read(collection, since)
+        if since is not None:
+            api_write(len(writes))  # lands after the check, before the batch is written
+        return found
+
+    monkeypatch.setattr(user_recs_task.user_recs, "user_lists", computing)
+    monkeypatch.setattr(user_recs_task.mongo, "api_interactions", checked)
+    monkeypatch.setattr(cache, "PUBLISH_BATCH", 2)  # many batches
+    stop = threading.Event()
+
+    def background_api() -> None:  # and at any moment, against a Redis that answers slowly
         while not stop.is_set():
-            user = racers[step % len(racers)]
-            stage.api_write(user, stage.movie(titles[step % len(titles)]), ["rate", "view", "skip"][step % 3])
-            writes.append(user)
-            step += 1
-            time.sleep(0.005)
+            api_write(len(writes) + 1)
+            time.sleep(0.003)
 
     with slow_tcp_proxy(stage.redis_url, delay_s) as slow_url:
         stage.set(REDIS_URL=slow_url)
-        writer = threading.Thread(target=api)
+        writer = threading.Thread(target=background_api)
         writer.start()
         try:
-            build(UpdateUserRecommendations(date=TODAY))
+            build(UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)))
         finally:
             stop.set()
             writer.join()
-    assert len(set(writes)) == len(racers) and len(writes) > 20  # the API wrote all along
+    assert len(set(writes)) == len(racers)
     expected = stage.expected()
     published = stage.published()
     for user in racers:
@@ -331,3 +349,7 @@ def test_api_writes_racing_the_stage_never_leave_a_stale_list(stage: Stage, dela
     quiet = {key: value for key, value in published.items() if key.removeprefix("rec:user:") not in racers}
     assert quiet == {key: value for key, value in expected.items() if key in quiet}
     assert len(quiet) >= 5
+    marker = stage.marker(TODAY + dt.timedelta(days=1))
+    assert marker["left_out_interacted"] >= 1 and marker["published"] == len(quiet) + len(
+        [u for u in racers if f"rec:user:{u}" in published]
+    )
