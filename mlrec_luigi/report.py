@@ -1,7 +1,9 @@
 """The run report: a JSON manifest per run in the bucket, a human summary, a PNG chart.
 
     python -m mlrec_luigi.report               print a summary of the last run
-    python -m mlrec_luigi.report --png r.png   also draw the popular movies and the ratings over time
+    python -m mlrec_luigi.report --png         also draw the popular movies and the ratings over time (var/report.png)
+    python -m mlrec_luigi.report --check       exit 0 when the last DailyRun finished within --max-age-hours (26)
+                                               and every list it published is still in Redis; else 1, one line
 
 The manifest (``<ds>/runs/<finished>-<date>.json`` and ``<ds>/runs/latest.json``) is written
 by ``DailyRun`` at the end of each run: the source zip's checksum and the marker of every
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,23 +23,7 @@ import pandas as pd
 
 from mlrec_luigi import movielens
 
-
-def build_manifest(
-    *,
-    date: dt.date,
-    source: Mapping[str, Any],
-    model: str,
-    stages: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The run manifest as plain JSON values."""
-    finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    return {
-        "finished": finished,
-        "date": date.isoformat(),
-        "source": dict(source),
-        "embedding_model": model,
-        "stages": dict(stages),
-    }
+DEFAULT_PNG = Path("var/report.png")
 
 
 def summarize(manifest: Mapping[str, Any]) -> str:
@@ -46,8 +33,12 @@ def summarize(manifest: Mapping[str, Any]) -> str:
     interactions = stages.get("load_interactions") or {}
     popular = stages.get("popular") or {}
     similar = stages.get("similar_movies") or {}
+    users = stages.get("user_recs") or {}
+    backfill = (
+        " (a backfill: its popular list is computed, not the live one)" if popular.get("redis") == "not_live" else ""
+    )
     lines = [
-        f"run finished {manifest['finished']} for date {manifest['date']}",
+        f"run finished {manifest['finished']} for date {manifest['date']}{backfill}",
         f"source  {manifest['source'].get('uri')} md5 {manifest['source'].get('md5')}",
         f"model   {manifest['embedding_model']}",
         f"movies  {movies.get('movies', '?')} (inserted {movies.get('inserted', '?')}, "
@@ -59,6 +50,9 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         f"{popular.get('window_end')}, redis: {popular.get('redis')}",
         f"similar {similar.get('movies', '?')} movies x {similar.get('neighbours', '?')} neighbours, "
         f"redis: {similar.get('redis')}",
+        f"users   {users.get('users', '?')} users, {users.get('published', '?')} lists published "
+        f"({users.get('recomputed', '?')} recomputed, {users.get('reused', '?')} unchanged), "
+        f"redis: {users.get('redis')}",
         "stages (last run of each):",
     ]
     for name, marker in stages.items():
@@ -106,22 +100,36 @@ def render_chart(popular: Sequence[tuple[str, int]], monthly: pd.Series, path: P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The report command."""
+    """The report command (and the freshness probe)."""
     from mlrec_luigi import layout
-    from mlrec_luigi.settings import get_settings
+    from mlrec_luigi.settings import SettingsError, get_settings
     from mlrec_luigi.storage import open_bucket
 
     parser = argparse.ArgumentParser(prog="python -m mlrec_luigi.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--png", type=Path, help="also render the chart into this PNG file")
+    parser.add_argument(
+        "--png", type=Path, nargs="?", const=DEFAULT_PNG, help=f"also render the chart (default path: {DEFAULT_PNG})"
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1, in one line, when the last run is stale")
+    parser.add_argument("--max-age-hours", type=float, default=26.0, help="with --check (default: 26)")
     options = parser.parse_args(argv)
 
-    settings = get_settings()
-    bucket = open_bucket(settings)
     try:
+        settings = get_settings()
+        bucket = open_bucket(settings)
         manifest = bucket.read_json(layout.run_key(settings))
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except FileNotFoundError:
-        print(f"no run report at {bucket.uri(layout.run_key(settings))}: run the pipeline first")
+        print(f"missing: no DailyRun has finished for {bucket.uri(layout.run_key(settings))}: run the pipeline first")
         return 1
+    except ValueError as error:
+        print(f"damaged: {bucket.uri(layout.run_key(settings))} is not a run report ({error})")
+        return 1
+    if options.check:
+        problem = freshness_problem(manifest, options.max_age_hours)
+        print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
+        return 1 if problem else 0
     print(summarize(manifest))
     if options.png:
         zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
@@ -139,6 +147,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         render_chart(pairs, ratings_per_month(chunks), options.png)
         print(f"chart   {options.png}")
     return 0
+
+
+def freshness_problem(manifest: Mapping[str, Any], max_age_hours: float) -> str | None:
+    """What is stale or missing about the last run, in one line; None when it is fresh and its lists are there."""
+    from mlrec_luigi.tasks.daily import DailyRun  # the tasks: only for the probe
+
+    finished = dt.datetime.fromisoformat(str(manifest.get("finished")))
+    age_hours = (dt.datetime.now(dt.UTC) - finished).total_seconds() / 3600
+    if age_hours > max_age_hours:
+        return (
+            f"stale: the last DailyRun (date {manifest.get('date')}) finished {finished.isoformat()}, "
+            f"{age_hours:.1f} h ago (more than --max-age-hours {max_age_hours:g})"
+        )
+    daily = DailyRun(date=dt.date.fromisoformat(str(manifest.get("date"))))
+    for stage in daily.upstream():
+        if not stage.complete():
+            return (
+                f"missing: {stage.task_family} of {manifest.get('date')} no longer holds: what it published is gone "
+                "from Redis or its inputs changed; run the daily command again"
+            )
+    return None
 
 
 if __name__ == "__main__":

@@ -38,12 +38,24 @@ INTERACTION = np.dtype([("user", "<i4"), ("rank", "<i4"), ("row", "<i4"), ("like
 
 @dataclass(frozen=True)
 class Profiles:
-    """Each user's profile (the mean of the liked movies' vectors) and the movies they have seen."""
+    """Who has a profile (a liked movie with an embedding), what they liked, what they have seen."""
 
     users: np.ndarray  # int32 user indices that have a profile, ascending
-    vectors: np.ndarray  # float32 (len(users), dimension), unit length
+    liked_users: np.ndarray  # int32, sorted: (liked_users[i], liked_rows[i]) = a liked movie of the user
+    liked_rows: np.ndarray
     seen_users: np.ndarray  # int32, sorted: (seen_users[i], seen_rows[i]) = a movie the user interacted with
     seen_rows: np.ndarray
+
+    def vectors(self, embeddings: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """The unit profiles of ``users[start:stop]``: the mean of each one's liked vectors (float64 sums)."""
+        users = self.users[start:stop]
+        low, high = np.searchsorted(self.liked_users, [users[0], users[-1] + 1]) if len(users) else (0, 0)
+        liked_users, liked_rows = self.liked_users[low:high], self.liked_rows[low:high]
+        starts = np.searchsorted(liked_users, users)
+        sums = np.add.reduceat(embeddings[liked_rows].astype(np.float64), starts, axis=0)
+        means = sums / np.diff(np.r_[starts, len(liked_rows)])[:, None]
+        norms = np.linalg.norm(means, axis=1, keepdims=True)
+        return (means / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def liked_rows(interactions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,26 +67,31 @@ def liked_rows(interactions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = np.repeat(starts, np.diff(np.r_[starts, len(likes)]))
     newest = likes[(np.arange(len(likes)) - first) < LIKED_LIMIT]
     newest = newest[newest["row"] >= 0]
-    pairs = np.unique(np.stack([newest["user"], newest["row"]], axis=1), axis=0) if len(newest) else np.empty((0, 2))
-    return pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32)
+    return distinct_pairs(newest["user"], newest["row"])
 
 
-def build_profiles(interactions: np.ndarray, vectors: np.ndarray) -> Profiles:
-    """Profiles of the users with a liked movie, and every user's seen movies."""
-    users, rows = liked_rows(interactions)
-    profile_users, starts = np.unique(users, return_index=True)
-    sums = np.add.reduceat(vectors[rows].astype(np.float64), starts, axis=0) if len(rows) else np.empty((0, 0))
-    means = sums / np.diff(np.r_[starts, len(rows)])[:, None] if len(rows) else sums
-    norms = np.linalg.norm(means, axis=1, keepdims=True) if len(rows) else np.ones((0, 1))
-    unit = (means / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+def distinct_pairs(users: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (user, row) pairs, sorted by user then row (one int64 sort, not a sort of rows)."""
+    width = int(rows.max(initial=0)) + 1
+    keys = np.unique(users.astype(np.int64) * width + rows)
+    return (keys // width).astype(np.int32), (keys % width).astype(np.int32)
+
+
+def build_profiles(interactions: np.ndarray) -> Profiles:
+    """Who has a profile, their liked movies, and every user's seen movies."""
+    liked_users, liked = liked_rows(interactions)
     seen = interactions[interactions["row"] >= 0]
-    pairs = np.unique(np.stack([seen["user"], seen["row"]], axis=1), axis=0) if len(seen) else np.empty((0, 2))
-    return Profiles(
-        users=profile_users.astype(np.int32),
-        vectors=unit.reshape(len(profile_users), vectors.shape[1]),
-        seen_users=pairs[:, 0].astype(np.int32),
-        seen_rows=pairs[:, 1].astype(np.int32),
-    )
+    seen_users, seen_rows = distinct_pairs(seen["user"], seen["row"])
+    return Profiles(np.unique(liked_users), liked_users, liked, seen_users, seen_rows)
+
+
+def mask_seen(scores: np.ndarray, users: np.ndarray, profiles: Profiles) -> None:
+    """Set the score of every movie ``users`` (the rows of ``scores``) have seen to -inf."""
+    low, high = np.searchsorted(profiles.seen_users, [users[0], users[-1] + 1])
+    seen_users, seen_rows = profiles.seen_users[low:high], profiles.seen_rows[low:high]
+    at = np.searchsorted(users, seen_users)
+    mine = users[np.minimum(at, len(users) - 1)] == seen_users  # users without a profile are not scored
+    scores[at[mine], seen_rows[mine]] = -np.inf
 
 
 def recommend(
@@ -87,12 +104,8 @@ def recommend(
     """For each block of profile users: (user indices, rows int32 (users, k), -1 where fewer candidates)."""
     for start in range(0, len(profiles.users), block_users):
         users = profiles.users[start : start + block_users]
-        scores = profiles.vectors[start : start + block_users] @ vectors.T
-        low, high = np.searchsorted(profiles.seen_users, [users[0], users[-1] + 1])
-        seen_users, seen_rows = profiles.seen_users[low:high], profiles.seen_rows[low:high]
-        at = np.searchsorted(users, seen_users)
-        mine = users[np.minimum(at, len(users) - 1)] == seen_users  # users without a profile are not scored
-        scores[at[mine], seen_rows[mine]] = -np.inf
+        scores = profiles.vectors(vectors, start, start + block_users) @ vectors.T
+        mask_seen(scores, users, profiles)
         picked, picked_scores = select_top_k(scores, min(k, vectors.shape[0]))
         picked[picked_scores == -np.inf] = -1  # fewer candidates than k
         if on_progress:
@@ -226,7 +239,7 @@ def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: in
         return rows
     wanted = np.zeros(len(gathered.users), bool)
     wanted[users] = True
-    profiles = build_profiles(gathered.interactions[wanted[gathered.interactions["user"]]], vectors)
-    for block_users, picked in recommend(profiles, vectors, k):
+    profiles = build_profiles(gathered.interactions[wanted[gathered.interactions["user"]]])
+    for block_users, picked in recommend(profiles, vectors, k, BLOCK_USERS):
         rows[np.searchsorted(users, block_users), : picked.shape[1]] = picked
     return rows

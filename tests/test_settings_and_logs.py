@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -140,3 +141,20 @@ def test_every_setting_is_documented_once_with_its_default() -> None:
             parsed = settings(**{name: sample[name]})
             assert getattr(parsed, field.name) == getattr(settings(), field.name), name
     assert set(sample) - {f.name.upper() for f in dataclasses.fields(Settings)} <= {"MONGODB_DATABASE"}
+
+
+@pytest.mark.parametrize(
+    ("level", "severity"),
+    [(logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARNING"), (logging.ERROR, "ERROR"),
+     (logging.CRITICAL, "CRITICAL")],
+)  # fmt: skip
+def test_each_line_carries_what_cloud_logging_reads(level: int, severity: str) -> None:
+    record = logging.LogRecord("mlrec_luigi", level, __file__, 1, "task failed", None, None)
+    record.task = "UpdatePopular"
+    payload = json.loads(JsonFormatter().format(record))
+    # Cloud Logging takes "severity", "message" and an RFC 3339 "time" from a JSON line's top level.
+    assert payload["severity"] == severity and payload["message"] == "task failed"
+    parsed = dt.datetime.fromisoformat(payload["time"])
+    assert payload["time"].endswith("Z") and parsed.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - parsed).total_seconds()) < 60
+    assert payload["event"] == "task failed" and payload["task"] == "UpdatePopular"

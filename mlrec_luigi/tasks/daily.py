@@ -10,9 +10,11 @@ markers, each carrying its own stage's counts and timing.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
-from mlrec_luigi import layout, report
+from mlrec_luigi import layout
 from mlrec_luigi.tasks.base import Stage
 from mlrec_luigi.tasks.popular import RunDateParameter, UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
@@ -64,7 +66,7 @@ class DailyRun(Stage):
             for stage in _below(self)
             if stage.task_family in REPORTED_AS
         }
-        manifest = report.build_manifest(
+        manifest = build_manifest(
             date=self.date,
             source={"uri": self.bucket.uri(self.zip_key), "md5": self.current_source_md5()},
             model=self.settings.hf_model_name,
@@ -75,6 +77,24 @@ class DailyRun(Stage):
         self.bucket.write_json(layout.run_key(self.settings), manifest)
         self.counts = {"stages": len(stages)}
         self.write_marker({"manifest": layout.run_key(self.settings, name)})
+
+
+def build_manifest(
+    *,
+    date: dt.date,
+    source: Mapping[str, Any],
+    model: str,
+    stages: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The run manifest as plain JSON values."""
+    finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {
+        "finished": finished,
+        "date": date.isoformat(),
+        "source": dict(source),
+        "embedding_model": model,
+        "stages": dict(stages),
+    }
 
 
 def _below(stage: Stage) -> list[Stage]:

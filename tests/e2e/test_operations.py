@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import redis
 
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
@@ -122,11 +124,16 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
         "UpdatePopular",
         "SimilarMoviesBlock",
         "UpdateSimilarMovies",
+        "UpdateUserRecommendations",
         "DailyRun",
     }
     second = cron("2026-11-24")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert [e["task"] for e in finished_tasks(second.stderr)] == ["UpdatePopular", "DailyRun"]
+    assert sorted(e["task"] for e in finished_tasks(second.stderr)) == [
+        "DailyRun",
+        "UpdatePopular",
+        "UpdateUserRecommendations",
+    ]
 
     # The report: a human summary of the last run, and a chart.
     png = tmp_path / "report.png"
@@ -139,16 +146,43 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
         timeout=300,
     )
     assert report.returncode == 0, report.stderr[-3000:]
+    assert report.stderr == ""  # no runpy RuntimeWarning, no log noise
     assert "for date 2026-11-24" in report.stdout
     assert f"movies  {MOVIES} (inserted {MOVIES}, updated 0, unchanged 0)" in report.stdout
     assert f"ratings {RATINGS} read" in report.stdout
     assert "redis: published" in report.stdout
     assert f"similar {MOVIES} movies x 10 neighbours, redis: published" in report.stdout
+    assert re.search(r"users   \d+ users, [1-9]\d* lists published \(0 recomputed, \d+ unchanged\)", report.stdout)
     assert "similar_movies" in report.stdout and "load_interactions" in report.stdout
     image = matplotlib.image.imread(png)
     assert image.shape[0] >= 900 and image.shape[1] >= 1000
     assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 10  # not a blank canvas
     print(report.stdout)
+
+    # The freshness probe, as cron or a Kubernetes probe runs it: exit 0, or 1 with one line.
+    def probe(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mlrec_luigi.report", "--check", *extra]
+        return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+
+    fresh = probe()
+    assert (fresh.returncode, fresh.stderr) == (0, ""), fresh.stdout + fresh.stderr[-2000:]
+    old = probe("--max-age-hours", "0")
+    assert (
+        old.returncode == 1 and len(old.stdout.splitlines()) == 1 and old.stdout.startswith("stale: the last DailyRun")
+    )
+    redis.Redis.from_url(redis_url).flushall()
+    lost = probe()
+    assert lost.returncode == 1 and len(lost.stdout.splitlines()) == 1, lost.stdout + lost.stderr[-2000:]
+    assert lost.stdout.startswith("missing: ") and "Redis" in lost.stdout
+    never = subprocess.run(
+        [sys.executable, "-m", "mlrec_luigi.report", "--check"],
+        cwd=PROJECT,
+        env={**env, "LOCAL_BUCKET_DIR": str(tmp_path / "empty-bucket")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert never.returncode == 1 and never.stdout.startswith("missing: no DailyRun has finished"), never.stdout
 
 
 def test_two_datasets_under_one_luigid_at_once_stay_apart(

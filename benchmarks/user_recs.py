@@ -1,0 +1,200 @@
+"""Every user's recommendations (issue 14): the stage's functions against the bare blocked computation,
+an incremental day, publishing, quality.
+
+    .venv/bin/python benchmarks/user_recs.py [--users 200948 --movies 87585 --ratings 32000000] [--repeats 1]
+
+Synthetic data of the given shape (default: ml-32m's); unit vectors, ratings with random users,
+movies, values and times. Figures, each a median of ``--repeats`` runs in this process:
+
+- stage: ``user_recs.gather`` (the MovieLens parts and the API documents into one table) then
+  ``user_lists`` for every user (profiles, blocked matmul, seen movies masked, top-k with exact
+  ties); bare: the same profiles' blocked matmul + mask + ``argpartition`` alone;
+- incremental: the same for 1,000 changed users (the table is gathered again, as a daily run does);
+- peak RSS of this process (the block sets the scores' memory);
+- publishing (``--publish-users``, default 100,000 keys): keys/s of ``cache.publish_lists`` against one
+  ``SET`` per round trip on a redis-server it starts, and the memory the keys take (``INFO memory``);
+- recall@10 against float64 brute force on 300 users, and that of the API's own method (the best
+  10 of 500 random candidates) on the same users.
+
+Not measured here: the Luigi task around these functions (the bucket reads of the parts and the state,
+MongoDB's read of the API documents) and the completeness check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bson import ObjectId
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.support import peak_rss_mb  # noqa: E402
+from mlrec_luigi import cache, user_recs  # noqa: E402
+from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
+from tests.support.processes import free_port, wait_until  # noqa: E402
+
+DIMENSION = 384
+TOP_N = 10
+
+
+def synthetic(users: int, movies: int, ratings: int, seed: int = 14):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(movies, DIMENSION)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array(sorted(str(ObjectId()) for _ in range(movies)))
+    movie_map = {i + 1: hex_id for i, hex_id in enumerate(ids.tolist())}
+    part = np.empty(ratings, RATING_RECORD)
+    part["userId"] = rng.integers(1, users + 1, ratings)
+    part["movieId"] = rng.zipf(1.3, ratings) % movies + 1  # popular movies rated more, as in MovieLens
+    part["rating"] = rng.integers(1, 11, ratings) / 2
+    part["timestamp"] = rng.integers(800_000_000, 1_700_000_000, ratings)
+    return vectors, ids, movie_map, [part[i : i + 5_000_000] for i in range(0, ratings, 5_000_000)]
+
+
+def bare(profiles: user_recs.Profiles, unit: np.ndarray, vectors: np.ndarray, k: int) -> None:
+    """The computation alone from the same profiles: blocked matmul, the seen movies masked, argpartition."""
+    for start in range(0, len(profiles.users), user_recs.BLOCK_USERS):
+        users = profiles.users[start : start + user_recs.BLOCK_USERS]
+        scores = unit[start : start + user_recs.BLOCK_USERS] @ vectors.T
+        user_recs.mask_seen(scores, users, profiles)
+        np.argpartition(-scores, k, axis=1)[:, :k]
+
+
+def timed(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def recall(vectors, ids, gathered, rows, sample_users, rng) -> tuple[float, float]:
+    """(ours, the API's 500-random method) against float64 brute force, on ``sample_users``."""
+    table = gathered.interactions
+    ours = api = 0
+    total = 0
+    for user in sample_users:
+        mine = table[table["user"] == user]
+        _, liked = user_recs.liked_rows(mine)
+        if not len(liked):
+            continue
+        profile = vectors[liked].astype(np.float64).mean(axis=0)
+        scores = vectors.astype(np.float64) @ profile
+        scores[mine["row"][mine["row"] >= 0]] = -np.inf
+        truth = set(np.argsort(-scores, kind="stable")[:TOP_N].tolist())
+        ours += len(truth & set(rows[user][rows[user] >= 0].tolist()))
+        sample = rng.choice(len(vectors), 500, replace=False)
+        sample = sample[np.isfinite(scores[sample])]
+        api += len(truth & set(sample[np.argsort(-scores[sample])[:TOP_N]].tolist()))
+        total += len(truth)
+    return ours / total, api / total
+
+
+def publishing(count: int) -> dict[str, float]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return {}
+    port = free_port()
+    folder = Path(tempfile.mkdtemp())
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        wait_until(client.ping, "redis-server")
+        url = f"redis://127.0.0.1:{port}/0"
+        ids = [str(ObjectId()) for _ in range(TOP_N * 50)]
+        lists = [(f"rec:user:{user}", ids[user % 50 * TOP_N : user % 50 * TOP_N + TOP_N]) for user in range(count)]
+        before = client.info("memory")["used_memory"]
+        started = time.perf_counter()
+        for _ in cache.publish_lists(url, lists, 90_000):
+            pass
+        batched = count / (time.perf_counter() - started)
+        after = client.info("memory")["used_memory"]
+        client.flushall()
+        sample = lists[:5_000]
+        started = time.perf_counter()
+        for key, values in sample:
+            client.set(key, cache.encode_list(values), ex=90_000)
+        single = len(sample) / (time.perf_counter() - started)
+        return {
+            "keys_per_s": round(batched),
+            "set_per_round_trip_keys_per_s": round(single),
+            "ratio": round(batched / single, 1),
+            "memory_mb_per_100k_users": round((after - before) / count * 100_000 / 2**20, 1),
+        }
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=200_948)
+    parser.add_argument("--movies", type=int, default=87_585)
+    parser.add_argument("--ratings", type=int, default=32_000_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--publish-users", type=int, default=100_000)
+    options = parser.parse_args()
+    vectors, ids, movie_map, parts = synthetic(options.users, options.movies, options.ratings)
+    everyone: dict[str, object] = {}
+
+    def stage() -> None:
+        gathered = user_recs.gather(parts, movie_map, ids, [])
+        everyone["gathered"] = gathered
+        everyone["rows"] = user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, TOP_N)
+
+    stage_s = timed(stage, options.repeats)
+    gathered = everyone["gathered"]
+    profiles = user_recs.build_profiles(gathered.interactions)
+    unit = profiles.vectors(vectors, 0, len(profiles.users))
+    bare_s = timed(lambda: bare(profiles, unit, vectors, TOP_N), options.repeats)
+    matmul_s = timed(
+        lambda: [
+            unit[s : s + user_recs.BLOCK_USERS] @ vectors.T
+            for s in range(0, len(profiles.users), user_recs.BLOCK_USERS)
+        ],
+        options.repeats,
+    )
+    changed = np.sort(np.random.default_rng(5).choice(len(gathered.users), 1_000, replace=False))
+
+    def incremental() -> None:
+        again = user_recs.gather(parts, movie_map, ids, [])
+        user_recs.user_lists(again, changed, vectors, TOP_N)
+
+    incremental_s = timed(incremental, options.repeats)
+    rng = np.random.default_rng(9)
+    ours, api = recall(vectors, ids, gathered, everyone["rows"], rng.choice(len(gathered.users), 300, False), rng)
+    result = {
+        "shape": {"users": len(gathered.users), "movies": options.movies, "ratings": options.ratings},
+        "stage_s": round(stage_s, 1),
+        "bare_s": round(bare_s, 1),
+        "stage_vs_bare": round(stage_s / bare_s, 3),
+        "matmul_only_s": round(matmul_s, 1),
+        "bare_vs_matmul": round(bare_s / matmul_s, 2),
+        "incremental_1000_users_s": round(incremental_s, 1),
+        "incremental_vs_full": round(incremental_s / stage_s, 3),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "recall_at_10": round(ours, 4),
+        "recall_at_10_api_method": round(api, 4),
+        "publishing": publishing(options.publish_users),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
