@@ -107,6 +107,13 @@ def encode(
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def not_unit(vectors: np.ndarray) -> np.ndarray:
+    """Which rows are not finite unit-length vectors (NaN, infinite, zero or unnormalized)."""
+    if not len(vectors):
+        return np.zeros(0, bool)
+    return ~(np.abs(np.linalg.norm(vectors, axis=1) - 1) <= UNIT_NORM_TOLERANCE)
+
+
 def length_order(texts: Sequence[str]) -> np.ndarray:
     """Positions of ``texts`` from shortest to longest (stable).
 
@@ -157,7 +164,11 @@ def vectors_by_movie(chunks: Iterable[tuple[str, bytes]]) -> dict[int, np.ndarra
     vectors: dict[int, np.ndarray] = {}
     for label, data in chunks:
         movie_ids, rows = unpack_chunk(data, label)
-        if len(rows) and np.abs(np.linalg.norm(rows, axis=1) - 1).max() > UNIT_NORM_TOLERANCE:
-            raise ChunkDamaged(f"{label} holds embeddings that are not unit length")
+        bad = not_unit(rows)
+        if bad.any():
+            raise ChunkDamaged(
+                f"{label} holds embeddings that are not finite unit-length vectors: "
+                f"movieId {movie_ids[bad][:5].tolist()}"
+            )
         vectors.update(zip(movie_ids.tolist(), rows, strict=True))
     return vectors

@@ -12,7 +12,7 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/interactions/<z>-r<rows>/part-NNNNN.json          (InteractionsChunk)
     <p>/<ds>/markers/load_interactions.json                    (LoadInteractions)
     <p>/<ds>/markers/popular/<date>.json, popular/live.json    (UpdatePopular)
-    <p>/<ds>/similar/<model>/<z>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock)
+    <p>/<ds>/similar/<model>/<z>-<ids>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock; <ids>: the id map's md5)
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>/state.npy        every user's list (UpdateUserRecommendations)
     <p>/<ds>/user_recs/published/<date>.npy                    the keys published and their values' sha1
@@ -104,8 +104,11 @@ def popular_live_key(settings: Settings) -> str:
     return derived_key(settings, "markers", "popular", "live.json")
 
 
-def similar_block_key(settings: Settings, model: str, source_md5: str, top_n: int, block_rows: int, index: int) -> str:
-    folder = f"{release_tag(source_md5)}-k{top_n}-b{block_rows}"
+def similar_block_key(
+    settings: Settings, model: str, source_md5: str, movie_ids: str, top_n: int, block_rows: int, index: int
+) -> str:
+    """A block of neighbours: its rows name movies by their place in the id map, so the key names the map."""
+    folder = f"{release_tag(source_md5)}-{movie_ids}-k{top_n}-b{block_rows}"
     return derived_key(settings, "similar", model_slug(model), folder, f"block-{index:05d}.npy")
 
 

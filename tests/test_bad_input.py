@@ -287,3 +287,42 @@ def test_a_bad_setting_ends_the_command_in_one_line_with_exit_35_before_any_work
     lines = [line for line in result.stderr.splitlines() if expected in line]
     assert len(lines) == 1 and "Traceback" not in lines[0], result.stderr[-3000:]
     assert not (tmp_path / "bucket").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["DailyRun", "--date", "2999-01-01"], "--date of DailyRun is later than tomorrow (UTC"),
+        (["UpdatePopular", "--date", "{tomorrow+1}"], "--date of UpdatePopular is later than tomorrow (UTC"),
+        (["UpdateUserRecommendations", "--date", "24/11/2026"], "--date of UpdateUserRecommendations must be a date"),
+        (["DailyRun", "--date", "tomorrow"], "--date of DailyRun must be a date YYYY-MM-DD, got 'tomorrow'"),
+        (["EmbeddingChunk", "--source-md5", "0" * 32, "--model-name", "m", "--chunk-size", "0", "--index", "0"],
+         "--chunk-size of EmbeddingChunk must be between 1 and"),
+        (["InteractionsChunk", "--source-md5", "0" * 32, "--chunk-rows", "10", "--index", "-1"],
+         "--index of InteractionsChunk must be between 0 and"),
+        (["SimilarMoviesBlock", "--source-md5", "xyz", "--movie-ids", "a", "--model-name", "m", "--top-n", "3",
+          "--block-rows", "5", "--index", "0"], "--source-md5 of SimilarMoviesBlock must be the 32 hex digits"),
+        (["SimilarMoviesBlock", "--source-md5", "0" * 32, "--movie-ids", "a", "--model-name", "m", "--top-n", "ten",
+          "--block-rows", "5", "--index", "0"], "--top-n of SimilarMoviesBlock must be an integer, got 'ten'"),
+    ],
+    ids=["far-future", "day-after-tomorrow", "bad-format", "a-word", "chunk-size", "index", "md5", "top-n"],
+)  # fmt: skip
+def test_a_bad_parameter_ends_the_command_in_one_line_with_exit_35_before_any_work(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    after_tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
+    args = [a.replace("{tomorrow+1}", after_tomorrow) for a in args]
+    env = subprocess_env(tmp_path, MONGODB_URI="mongomock://localhost/mlrec")
+    result = run_luigi(*args, "--local-scheduler", "--lock-pid-dir", str(tmp_path), env=env, timeout_s=120)
+    assert result.returncode == 35, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if message in line]
+    assert len(lines) == 1 and "Traceback" not in lines[0], result.stderr[-3000:]
+    assert not (tmp_path / "bucket").exists()  # nothing ran
+
+
+def test_tomorrow_is_a_date_a_run_may_have(tmp_path: Path) -> None:
+    from mlrec_luigi.tasks.parameters import RunDateParameter
+
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    assert RunDateParameter().problem(tomorrow) is None
+    assert "later than tomorrow" in RunDateParameter().problem(tomorrow + dt.timedelta(days=1))

@@ -148,3 +148,19 @@ def test_without_redis_the_lists_are_kept_in_the_bucket(similar_env) -> None:
     build(UpdateSimilarMovies())
     assert bucket.read_json("datasets/ml/markers/similar_movies.json")["redis"] == "no_redis"
     assert len(bucket.list("datasets/ml/similar/")) == 4 and published(client) == {}
+
+
+def test_a_new_id_map_for_the_same_zip_recomputes_the_blocks(similar_env) -> None:
+    # A block's rows name movies by their place in the id map: its key must name the map, not only the zip.
+    configure, db, client = similar_env
+    bucket = configure()
+    build(UpdateSimilarMovies())
+    first_blocks = set(bucket.list("datasets/ml/similar/"))
+    db.movies.drop()  # every movie gone, and the map with them: new _ids, a new map
+    bucket.delete("datasets/ml/movie_id_map.json")
+    client.flushall()
+    configure()
+    summary = build(UpdateSimilarMovies())
+    assert families(summary["completed"]).count("SimilarMoviesBlock") == 4
+    assert set(bucket.list("datasets/ml/similar/")) - first_blocks  # new keys, beside the old ones
+    assert published(client) == expected_lists(db, 4)

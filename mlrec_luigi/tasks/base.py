@@ -31,6 +31,7 @@ from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, MarkerTarget, cached, open_bucket, reads_cached
+from mlrec_luigi.tasks.parameters import parameter_problem
 
 logger = logging.getLogger("mlrec_luigi")
 
@@ -109,6 +110,9 @@ class PipelineTask(luigi.Task):
 
     @property
     def settings(self) -> Settings:
+        problem = parameter_problem(self)
+        if problem:
+            raise SettingsError(problem)
         settings = get_settings()
         if self.dataset != layout.dataset_uri(settings):
             raise SettingsError(

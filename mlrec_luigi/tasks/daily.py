@@ -16,7 +16,8 @@ from typing import Any
 
 from mlrec_luigi import layout
 from mlrec_luigi.tasks.base import Stage
-from mlrec_luigi.tasks.popular import RunDateParameter, UpdatePopular
+from mlrec_luigi.tasks.parameters import RunDateParameter
+from mlrec_luigi.tasks.popular import UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
 from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 

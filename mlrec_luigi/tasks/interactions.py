@@ -34,6 +34,7 @@ from mlrec_luigi.storage import Bucket
 from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, SourceChanged, Stage
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 INSERT_BATCH = 50_000  # documents encoded and sent at a time: bounds the memory of a chunk
 ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress bar only
@@ -105,9 +106,9 @@ class PrepareRatings(Stage):
 class InteractionsChunk(MongoStage):
     """Load part ``index`` of the prepared ratings into ``interactions``, skipping what is stored."""
 
-    source_md5 = luigi.Parameter()
-    chunk_rows = luigi.IntParameter()
-    index = luigi.IntParameter()
+    source_md5 = Md5Parameter()
+    chunk_rows = CheckedIntParameter(minimum=1)
+    index = CheckedIntParameter(minimum=0)
 
     def requires(self) -> LoadMovies:
         # Not PrepareRatings: a chunk is planned only once its manifest lists the part, and a

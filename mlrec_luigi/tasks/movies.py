@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlrec_luigi import embedding, layout, mongo
+from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import movie_document
-from mlrec_luigi.embedding import ChunkDamaged
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.tasks.base import MongoStage, Stage, model_parameter
-from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
 
 
 class LoadMovies(MongoStage):
@@ -75,13 +74,4 @@ class LoadMovies(MongoStage):
         self.write_marker({**marker, "map_md5": self.bucket.md5_hex(map_key)})
 
     def _vectors(self, manifest: dict[str, Any]) -> dict[int, Any]:
-        keys = manifest.get("chunks", [])
-        try:
-            return embedding.vectors_by_movie((self.bucket.uri(key), self.bucket.read_bytes(key)) for key in keys)
-        except ChunkDamaged as error:
-            # Remove the damaged chunk and the manifest that vouched for it: the next run embeds it again.
-            for key in keys:
-                if self.bucket.uri(key) in str(error):
-                    self.bucket.delete(key)
-            self.bucket.delete(self.input().key)
-            raise DatasetError(f"{error}: removed it; the next run computes it again") from None
+        return read_vectors(self.bucket, self.input().key, manifest.get("chunks", []))

@@ -14,11 +14,8 @@ the next run publish it again).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
-
-import luigi
 
 from mlrec_luigi import cache, layout, mongo
 from mlrec_luigi.logs import log_event
@@ -26,6 +23,7 @@ from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.tasks.base import MongoStage, Stage
 from mlrec_luigi.tasks.interactions import LoadInteractions
+from mlrec_luigi.tasks.parameters import RunDateParameter
 
 logger = logging.getLogger("mlrec_luigi")
 
@@ -34,13 +32,6 @@ WARNINGS = {
     cache.NO_REDIS: "REDIS_URL is not set: the popular list is computed but not published",
     cache.NOT_LIVE: "an older date than the live list's: computed and recorded, not published",
 }
-
-
-class RunDateParameter(luigi.DateParameter):
-    """A date that defaults to the day the task is made (not the day the module was imported)."""
-
-    def normalize(self, value: Any) -> Any:
-        return dt.datetime.now(dt.UTC).date() if value is None else super().normalize(value)
 
 
 class UpdatePopular(MongoStage):

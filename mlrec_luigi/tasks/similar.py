@@ -20,14 +20,15 @@ from typing import Any
 import luigi
 import numpy as np
 
-from mlrec_luigi import cache, embedding, layout, similar
+from mlrec_luigi import cache, layout, similar
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
 from mlrec_luigi.storage import Bucket, BucketTarget
 from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage, model_parameter
-from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
 from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 logger = logging.getLogger("mlrec_luigi")
 SAMPLED_KEYS = 16  # published keys a completeness check reads back
@@ -35,11 +36,11 @@ SAMPLED_KEYS = 16  # published keys a completeness check reads back
 
 @functools.lru_cache(maxsize=2)
 def _movie_vectors(
-    bucket: Bucket, map_key: str, map_md5: str, chunk_keys: tuple[str, ...]
+    bucket: Bucket, map_key: str, map_md5: str, manifest_key: str, chunk_keys: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(``movies._id`` strings sorted, their unit vectors as one float32 matrix in that order)."""
     id_map = bucket.read_json(map_key)
-    vectors = embedding.vectors_by_movie((bucket.uri(key), bucket.read_bytes(key)) for key in chunk_keys)
+    vectors = read_vectors(bucket, manifest_key, chunk_keys)
     ids = np.array(sorted(id_map.values()))
     by_id = {hex_id: int(movie) for movie, hex_id in id_map.items()}
     missing = [by_id[i] for i in ids if by_id[i] not in vectors]
@@ -62,25 +63,27 @@ class SimilarInputs(PipelineTask):
 
     def movie_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         movies = self.input()["movies"].read() or {}
-        chunks = tuple((self.input()["embeddings"].read() or {}).get("chunks", []))
-        return _movie_vectors(self.bucket, movies["map_key"], movies["map_md5"], chunks)
+        manifest = self.input()["embeddings"]
+        chunks = tuple((manifest.read() or {}).get("chunks", []))
+        return _movie_vectors(self.bucket, movies["map_key"], movies["map_md5"], manifest.key, chunks)
 
 
 class SimilarMoviesBlock(SimilarInputs):
     """The neighbours of movies ``[index * block_rows, (index + 1) * block_rows)`` in ``_id`` order."""
 
-    source_md5 = luigi.Parameter()
+    source_md5 = Md5Parameter()
     movie_ids = luigi.Parameter(description="a hash of the movie id map: the rows' order")
     model_name = luigi.Parameter()
-    top_n = luigi.IntParameter()
-    block_rows = luigi.IntParameter()
-    index = luigi.IntParameter()
+    top_n = CheckedIntParameter(minimum=0, maximum=1_000)
+    block_rows = CheckedIntParameter(minimum=1)
+    index = CheckedIntParameter(minimum=0)
 
     def output(self) -> BucketTarget:
         key = layout.similar_block_key(
             self.settings,
             self.model_name,
-            f"{self.source_md5[:12]}-{self.movie_ids}",
+            self.source_md5,
+            self.movie_ids,
             self.top_n,
             self.block_rows,
             self.index,

@@ -39,7 +39,7 @@ from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.tasks.base import MongoStage, Stage, model_parameter
 from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
 from mlrec_luigi.tasks.movies import LoadMovies
-from mlrec_luigi.tasks.popular import RunDateParameter
+from mlrec_luigi.tasks.parameters import RunDateParameter
 from mlrec_luigi.tasks.similar import SimilarInputs
 
 logger = logging.getLogger("mlrec_luigi")
