@@ -29,6 +29,7 @@ EXPECTED_ERRORS = frozenset(
         "InteractionsLost",
         "ChunkDamaged",
         "BlockDamaged",
+        "StateDamaged",
     }
 )
 _TRACEBACK = "Traceback (most recent call last):"

@@ -28,7 +28,7 @@ import pandas as pd
 from pymongo.database import Database
 
 from mlrec_luigi import layout, mongo, movielens
-from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
+from mlrec_luigi.logs import EXPECTED_ERRORS, interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, MarkerTarget, cached, open_bucket, reads_cached
 from mlrec_luigi.tasks.parameters import parameter_problem
@@ -150,7 +150,12 @@ class PipelineTask(luigi.Task):
         return _read_movies(self.local_zip(), self.current_source_md5(), self.settings.max_member_bytes)
 
     def on_failure(self, exception: BaseException) -> str:
-        """The explanation the scheduler shows, with secrets removed."""
+        """The explanation the scheduler shows and Luigi's failure e-mail carries, secrets removed.
+
+        An expected error (bad input, a setting, a service down) is its one line; a bug keeps its traceback.
+        """
+        if type(exception).__name__ in EXPECTED_ERRORS:
+            return scrub(f"{type(exception).__name__}: {exception}")
         return scrub(super().on_failure(exception))
 
     def progress(self, done: int, total: int, message: str) -> None:
