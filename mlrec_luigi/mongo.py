@@ -1,7 +1,7 @@
 """MongoDB: the client, the indexes the API's queries need, and the bulk writes.
 
 The only module that talks to MongoDB. ``mongomock://`` gives an in-process, in-memory
-stand-in (``standins.py``; nothing survives the process) so the pipeline can be tried with no server.
+stand-in (``standins.py``; kept in a file with ``?store=PATH``) so the pipeline can be tried with no server.
 """
 
 from __future__ import annotations
@@ -75,8 +75,13 @@ def connect(uri: str) -> pymongo.MongoClient:
         MongoUnavailable: the server does not answer within 10 s or the URI is invalid.
     """
     if uri.startswith(standins.MONGOMOCK_SCHEME):
-        return standins.mongomock_client()
+        return standins.mongomock_client(uri)
     return _connect(uri, os.getpid())
+
+
+def saved() -> None:
+    """After a stage wrote: the try-out stand-in writes its store file (a real MongoDB has nothing to do)."""
+    standins.save_mongomock()
 
 
 def forget_clients() -> None:
@@ -210,6 +215,7 @@ class InsertCounts:
     updated: int
     already_present: int
     unknown_movie: int
+    retagged: int = 0  # stored from an older release with the same value: only its part changed
 
 
 def insert_interactions(
@@ -228,39 +234,50 @@ def insert_interactions(
     to BSON and sent one at a time, so memory stays bounded; ``on_batch(rows_done)`` is
     called after each. Ratings of movies missing from ``movie_ids`` are skipped and counted.
     """
-    inserted = updated = present = unknown = 0
+    inserted = updated = retagged = present = unknown = 0
     for start in range(0, len(records), batch_rows):
         with cyclic_gc_paused():
             documents, skipped = interaction_bson(records[start : start + batch_rows], movie_ids, part)
             added, stored_before = insert_new(collection, documents)
-            changed = _take_over(collection, [documents[i] for i in stored_before], part)
+            changed, moved = _take_over(collection, [documents[i] for i in stored_before], part)
             del documents
-        inserted, updated = inserted + added, updated + changed
-        present, unknown = present + len(stored_before) - changed, unknown + skipped
+        inserted, updated, retagged = inserted + added, updated + changed, retagged + moved
+        present, unknown = present + len(stored_before) - changed - moved, unknown + skipped
         if on_batch:
             on_batch(min(start + batch_rows, len(records)))
-    return InsertCounts(inserted, updated, present, unknown)
+    return InsertCounts(inserted, updated, present, unknown, retagged)
 
 
-def _take_over(collection: Collection, documents: Sequence[Mapping[str, Any]], part: str) -> int:
-    """Give stored ratings of another part or release this part's values; how many changed.
+def _take_over(collection: Collection, documents: Sequence[Mapping[str, Any]], part: str) -> tuple[int, int]:
+    """Give stored ratings of another part or release this part's values: (values changed, only re-tagged).
 
     Those already stored from this part (a rerun, a resumed crash) are found with one query
-    by ``_id`` and left alone, so a rerun sends no update at all.
+    by ``_id`` and left alone, so a rerun sends no update at all. A rating whose value and movie
+    are unchanged is only re-tagged with this part: it is not counted as updated.
     """
     if not documents:
-        return 0
+        return 0, 0
     ids = [doc["_id"] for doc in documents]
-    current = {d["_id"] for d in collection.find({"_id": {"$in": ids}, PART_FIELD: part}, {"_id": 1})}
+    stored = {d["_id"]: d for d in collection.find({"_id": {"$in": ids}}, {PART_FIELD: 1, "value": 1, "movieId": 1})}
+    moving = [doc for doc in documents if stored.get(doc["_id"], {}).get(PART_FIELD) != part]
     changes = [
         UpdateOne(
             {"_id": doc["_id"], PART_FIELD: {"$ne": part}},
             {"$set": {"movieId": doc["movieId"], "value": doc["value"], PART_FIELD: part}},
         )
-        for doc in documents
-        if doc["_id"] not in current
+        for doc in moving
     ]
-    return collection.bulk_write(changes, ordered=False).modified_count if changes else 0
+    if not changes:
+        return 0, 0
+    modified = collection.bulk_write(changes, ordered=False).modified_count
+    changed_values = sum(
+        1
+        for doc in moving
+        if (stored.get(doc["_id"], {}).get("value"), stored.get(doc["_id"], {}).get("movieId"))
+        != (doc["value"], doc["movieId"])
+    )
+    changed_values = min(changed_values, modified)
+    return changed_values, modified - changed_values
 
 
 def count_parts(collection: Collection, parts: Sequence[str]) -> int:

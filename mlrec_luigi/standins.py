@@ -1,5 +1,9 @@
 """Stand-ins for services, for trying the pipeline with none: ``MONGODB_URI=mongomock://``.
 
+``mongomock://localhost/mlrec?store=var/mongomock.bson`` (what ``scripts/run-pipeline.sh`` uses when
+no ``MONGODB_URI`` is set) keeps the data between runs in one file, so a rerun is the no-op it is
+on a real MongoDB. Not for production: one process at a time, the whole store rewritten after each stage.
+
 mongomock keeps its data inside one process and is not a wire server: it stores Python
 dicts (not BSON), and it predates arguments newer pymongo passes. Everything the
 production code needs to run on it lives here, so ``mongo.py`` has no mongomock branches
@@ -11,7 +15,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import bson
 from bson.codec_options import CodecOptions
@@ -24,9 +30,13 @@ MONGOMOCK_SCHEME = "mongomock://"
 _CODEC: CodecOptions = CodecOptions(tz_aware=True)
 
 
-def mongomock_client() -> Any:
-    """The process's mongomock client (one per process; refused in a forked worker)."""
-    client, created_in = _mongomock_client()
+def mongomock_client(uri: str = MONGOMOCK_SCHEME) -> Any:
+    """The process's mongomock client (one per process; refused in a forked worker).
+
+    ``mongomock://host/db?store=PATH`` keeps the data between processes in the file PATH: read
+    when the client is made, written (atomically) by :func:`save_mongomock` after each stage.
+    """
+    client, created_in = _mongomock_client(store_path(uri))
     if created_in != os.getpid():
         raise SettingsError(
             "MONGODB_URI=mongomock:// keeps its data inside one process, and this task runs in a "
@@ -36,12 +46,67 @@ def mongomock_client() -> Any:
 
 
 def forget_mongomock() -> None:
-    """Drop mongomock's client and data."""
+    """Drop mongomock's client and data (in memory; a store file stays)."""
     _mongomock_client.cache_clear()
+    _STORES.clear()
+
+
+def store_path(uri: str) -> Path | None:
+    """The file a ``mongomock://…?store=PATH`` URI keeps its data in (None: in memory only)."""
+    values = parse_qs(urlsplit(uri).query).get("store")
+    return Path(values[-1]) if values else None
+
+
+def save_mongomock() -> None:
+    """Write the stand-in's data to its store file, if it has one (atomically: a kill leaves the old file)."""
+    if _mongomock_client.cache_info().currsize == 0:
+        return
+    for path in _saved_paths():
+        client, _ = _mongomock_client(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("wb") as out:
+            for db_name, database in client._store._databases.items():
+                for name, store in database._collections.items():
+                    if not store.is_created:
+                        continue
+                    header = {"_db": db_name, "_collection": name, "_count": len(store._documents)}
+                    indexes = {n: {**i, "key": [list(k) for k in i["key"]]} for n, i in store.indexes.items()}
+                    out.write(bson.encode({**header, "indexes": indexes}))
+                    for document in store._documents.values():
+                        out.write(bson.encode(document))
+        os.replace(temporary, path)
+
+
+_STORES: set[Path] = set()
+
+
+def _saved_paths() -> list[Path]:
+    return sorted(_STORES)
+
+
+def _load(client: Any, path: Path) -> None:
+    from mongomock.store import CollectionStore
+
+    try:
+        with path.open("rb") as data:
+            documents = bson.decode_file_iter(data, _CODEC)
+            for header in documents:
+                store = CollectionStore(header["_collection"])
+                store.create()
+                store.indexes = {n: {**i, "key": [tuple(k) for k in i["key"]]} for n, i in header["indexes"].items()}
+                for _ in range(header["_count"]):
+                    document = next(documents)
+                    store._documents[document["_id"]] = document
+                client._store[header["_db"]]._collections[header["_collection"]] = store
+    except (bson.errors.BSONError, KeyError, StopIteration, TypeError) as error:
+        raise SettingsError(
+            f"{path}, the try-out MongoDB's store, is damaged ({type(error).__name__}): delete it to start afresh"
+        ) from None
 
 
 @functools.cache
-def _mongomock_client() -> tuple[Any, int]:
+def _mongomock_client(store: Path | None) -> tuple[Any, int]:
     import mongomock
     from mongomock.collection import BulkOperationBuilder
 
@@ -57,7 +122,12 @@ def _mongomock_client() -> tuple[Any, int]:
 
             accepting_sort._accepts_sort = True  # type: ignore[attr-defined]
             setattr(BulkOperationBuilder, method, accepting_sort)
-    return mongomock.MongoClient(tz_aware=True), os.getpid()
+    client = mongomock.MongoClient(tz_aware=True)
+    if store is not None:
+        _STORES.add(store)
+        if store.exists():
+            _load(client, store)
+    return client, os.getpid()
 
 
 def _speed_up(collection_class: Any, cursor_class: Any) -> None:

@@ -57,18 +57,22 @@ def refresh_pending() -> bool:
     return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
 
 
-def _skipped_when_complete_after_refresh(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
-    """``run``, unless the stage was scheduled only to wait for a refresh that left it complete."""
+def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+    """``run``, skipped when the stage was scheduled only to wait for a refresh that left it complete,
+    and ending with the dashboard at 100 % saying what was done (not the last progress message)."""
 
     @functools.wraps(run)
-    def wrapped(self: Stage) -> Iterator[Any]:
+    def wrapped(self: PipelineTask) -> Iterator[Any]:
         if getattr(self, "_awaits_refresh", False) and self.complete():
             log_event(logger, "unchanged by the refreshed release: nothing to do", task=self.task_family)
             self.counts = {"unchanged_by_refresh": True}
-            return
-        result = run(self)
-        if inspect.isgenerator(result):
-            yield from result  # dynamic requirements, passed through
+        else:
+            result = run(self)
+            if inspect.isgenerator(result):
+                yield from result  # dynamic requirements, passed through
+        counts = ", ".join(f"{k} {v:,}" for k, v in getattr(self, "counts", {}).items() if type(v) is int)
+        self.set_status_message(f"done: {counts}" if counts else "done")
+        self.set_progress_percentage(100)
 
     return wrapped
 
@@ -100,6 +104,11 @@ def model_parameter() -> SettingParameter:
 
 class PipelineTask(luigi.Task):
     """A stage of the pipeline. ``run()`` fills ``self.counts``; a summary is logged at the end."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.run = _run_wrapped(cls.__dict__["run"])  # type: ignore[method-assign]
 
     dataset = SettingParameter(
         layout.dataset_uri,
@@ -177,10 +186,6 @@ class Stage(PipelineTask):
 
     STAMPED: ClassVar[tuple[str, ...]] = ()  # marker fields that downstream stages depend on
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "run" in cls.__dict__:
-            cls.run = _skipped_when_complete_after_refresh(cls.__dict__["run"])  # type: ignore[method-assign]
 
     def marker_key(self) -> str:
         raise NotImplementedError
@@ -306,6 +311,8 @@ def _on_start(task: PipelineTask) -> None:
 
 @PipelineTask.event_handler(luigi.Event.SUCCESS)
 def _on_success(task: PipelineTask) -> None:
+    if isinstance(task, MongoStage):
+        mongo.saved()
     started = getattr(task, "_started_at", time.monotonic())
     log_event(
         logger,

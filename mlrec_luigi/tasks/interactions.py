@@ -153,6 +153,7 @@ class InteractionsChunk(MongoStage):
             "records": len(records),
             "inserted": loaded.inserted,
             "updated": loaded.updated,
+            "retagged": loaded.retagged,
             "already_present": loaded.already_present,
             "stored": len(records),
         }
@@ -209,7 +210,7 @@ class LoadInteractions(ChunkedStage, MongoStage):
         manifest = PrepareRatings().output().read() or {}
         markers: list[dict[str, Any]] = [chunk.output().read() or {} for chunk in chunks]
         counts = {name: int(manifest.get(name, 0)) for name in COUNTED}
-        for name in ("inserted", "updated", "already_present", "stored"):
+        for name in ("inserted", "updated", "retagged", "already_present", "stored"):
             counts[name] = sum(int(marker.get(name, 0)) for marker in markers)
         parts = [chunk.part for chunk in chunks]
         collection = self.db["interactions"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import redis_command, subprocess_env
 from tests.support.processes import PROJECT, background, free_port, wait_until
 from tests.support.runs import luigi_command, run_luigi
@@ -119,6 +120,11 @@ def test_luigid_metrics_show_the_failed_task(tmp_path: Path, redis_url: str, mod
         assert "/datasets/ml" in failed[0]  # the dataset label
         done = [line for line in metrics.splitlines() if line.startswith("luigi_task_done_total{")]
         assert any('family="LoadInteractions"' in line for line in done)
+        # The dashboard: a finished task shows 100 % and what it did, not its last progress message.
+        finished = scheduler_api(f"http://127.0.0.1:{port}", "task_list", status="DONE", upstream_status="")
+        movies = next(task for task in finished.values() if task["name"] == "LoadMovies")
+        assert movies["progress_percentage"] == 100, movies
+        assert movies["status_message"].startswith("done: movies 4, inserted 4"), movies
     finally:
         stopped = subprocess.run(
             ["bash", "scripts/luigid.sh", "--stop"], cwd=PROJECT, env=script_env, capture_output=True, text=True
