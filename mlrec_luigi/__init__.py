@@ -12,10 +12,15 @@ run manifest.
 Settings come from the environment and ``.env``.
 """
 
+import atexit
+import sys
+from pathlib import Path
+
 from mlrec_luigi import tasks
 from mlrec_luigi.logs import configure_logging
 from mlrec_luigi.settings import SettingsError, get_settings
 from mlrec_luigi.tasks import *  # noqa: F403 - the tasks are the package's interface, listed once in tasks/
+from mlrec_luigi.tasks.base import say_the_cause_last
 
 try:
     configure_logging(get_settings().log_level)
@@ -23,5 +28,8 @@ except SettingsError:
     # A malformed setting fails the run at scheduling, in one line naming it (exit code 35),
     # not at import with a traceback.
     configure_logging()
+
+if Path(sys.argv[0]).name == "luigi":  # the command a person reads: its last line is the cause of a failure
+    atexit.register(say_the_cause_last)
 
 __all__ = tasks.__all__

@@ -25,7 +25,7 @@ from mlrec_luigi.documents import PART_FIELD, MovieIds, cyclic_gc_paused, intera
 from mlrec_luigi.settings import Settings, SettingsError, redact
 
 DUPLICATE_KEY = 11000
-SERVER_SELECTION_TIMEOUT_MS = 10_000
+SERVER_SELECTION_TIMEOUT_MS = 5_000
 MOVIE_BATCH = 500
 _MISSING = object()
 
@@ -59,7 +59,7 @@ def open_mongo(settings: Settings) -> Database:
 
     Raises:
         SettingsError: ``MONGODB_URI`` is not set.
-        MongoUnavailable: the server does not answer within 10 s or refuses the URI.
+        MongoUnavailable: the server does not answer within 5 s or refuses the URI.
     """
     if not settings.mongodb_uri:
         raise SettingsError("MONGODB_URI is not set: the pipeline needs a MongoDB to write to")
@@ -70,13 +70,18 @@ def connect(uri: str) -> pymongo.MongoClient:
     """One client per URI and process, checked with a ping so a bad URI fails fast.
 
     Keyed by process id too: Luigi's ``--workers N`` forks, and a client must not cross a fork.
+    A failure is remembered too: every stage's completeness check asks, and an unreachable
+    server must cost one timeout per command, not one per stage.
 
     Raises:
-        MongoUnavailable: the server does not answer within 10 s or the URI is invalid.
+        MongoUnavailable: the server does not answer within 5 s or the URI is invalid.
     """
     if uri.startswith(standins.MONGOMOCK_SCHEME):
         return standins.mongomock_client(uri)
-    return _connect(uri, os.getpid())
+    client = _connect(uri, os.getpid())
+    if isinstance(client, MongoUnavailable):
+        raise MongoUnavailable(str(client))
+    return client
 
 
 def saved() -> None:
@@ -91,7 +96,7 @@ def forget_clients() -> None:
 
 
 @functools.cache
-def _connect(uri: str, pid: int) -> pymongo.MongoClient:
+def _connect(uri: str, pid: int) -> pymongo.MongoClient | MongoUnavailable:
     try:
         options: dict[str, Any] = {"tz_aware": True, "appname": "mlrec-luigi"}
         if "serverselectiontimeoutms" not in uri.lower():  # the URI's own option wins
@@ -102,10 +107,15 @@ def _connect(uri: str, pid: int) -> pymongo.MongoClient:
         # The driver's text can quote pieces of a malformed URI (its password included):
         # only the error's kind goes out, with the redacted URI.
         reason = (
-            redact(str(error)) if isinstance(error, PyMongoError) and not _quotes_uri(error) else type(error).__name__
+            _first_line(error) if isinstance(error, PyMongoError) and not _quotes_uri(error) else type(error).__name__
         )
-        raise MongoUnavailable(f"MONGODB_URI {redact(uri)} is unusable: {reason}") from None
+        return MongoUnavailable(f"MONGODB_URI {redact(uri)} is unusable: {reason}")
     return client
+
+
+def _first_line(error: Exception) -> str:
+    """pymongo's reason without its topology dump (``…, Timeout: 5s, Topology Description: <…>``)."""
+    return redact(str(error).split(", Timeout:")[0].split(" Topology Description:")[0].strip())
 
 
 def _quotes_uri(error: Exception) -> bool:

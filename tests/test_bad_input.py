@@ -7,6 +7,7 @@ behind: no zip object in the bucket, no marker, no Redis key.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 import warnings
@@ -176,6 +177,26 @@ def test_mongodb_unreachable_fails_fast_with_a_non_zero_exit(local_env) -> None:
     assert "MONGODB_URI mongodb://app:***@127.0.0.1" in result.stderr and "is unusable" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert not bucket.exists("datasets/ml.zip")  # failed at start: nothing ran
+
+
+@pytest.mark.parametrize("root", ["DailyRun", "UpdatePopular", "UpdateUserRecommendations"])
+def test_an_unreachable_mongodb_is_the_last_line_alone_within_seconds(tmp_path: Path, root: str) -> None:
+    env = subprocess_env(
+        tmp_path,
+        MOVIELENS_URL=small_zip(tmp_path / "ml.zip").as_uri(),
+        MONGODB_URI=f"mongodb://app:hunter2@127.0.0.1:{free_port()}/db",  # nobody listens; the default timeout
+    )
+    started = time.monotonic()
+    result = run_luigi(root, "--local-scheduler", "--lock-pid-dir", str(tmp_path), env=env, timeout_s=120)
+    assert result.returncode == 35, result.stderr[-2000:]
+    assert time.monotonic() - started < 15  # one 5 s server selection, not one per stage
+    last = result.stderr.strip().splitlines()[-1]
+    message = json.loads(last)["message"]
+    assert re.match(
+        r"\w+: MongoUnavailable: MONGODB_URI mongodb://app:\*\*\*@127\.0\.0\.1:\d+/db is unusable", message
+    ), last
+    assert "Connection refused" in message and "Topology" not in result.stderr and len(message) < 300
+    assert "hunter2" not in result.stderr
 
 
 # --- zips whose layout or members cannot be read safely ---------------------------------

@@ -57,6 +57,26 @@ def refresh_pending() -> bool:
     return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
 
 
+# The causes of this command's failures, newest last: the `luigi` command ends its output with the last one.
+CAUSES: list[str] = []
+
+
+def _cause_recorded(complete: Callable[..., bool]) -> Callable[..., bool]:
+    """``complete``, recording why it raised (Luigi logs it among a traceback's lines, without an event)."""
+
+    @functools.wraps(complete)
+    def wrapped(self: PipelineTask) -> bool:
+        try:
+            return complete(self)
+        except Exception as error:
+            if not getattr(error, "_cause_recorded", False):
+                CAUSES.append(scrub(f"{self.task_family}: {type(error).__name__}: {error}"))
+                error._cause_recorded = True  # type: ignore[attr-defined]  # once, by the stage that raised
+            raise
+
+    return wrapped
+
+
 def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
     """``run``, skipped when the stage was scheduled only to wait for a refresh that left it complete,
     and ending with the dashboard at 100 % saying what was done (not the last progress message)."""
@@ -109,6 +129,8 @@ class PipelineTask(luigi.Task):
         super().__init_subclass__(**kwargs)
         if "run" in cls.__dict__:
             cls.run = _run_wrapped(cls.__dict__["run"])  # type: ignore[method-assign]
+        if "complete" in cls.__dict__:
+            cls.complete = _cause_recorded(cls.__dict__["complete"])  # type: ignore[method-assign]
 
     dataset = SettingParameter(
         layout.dataset_uri,
@@ -185,7 +207,6 @@ class Stage(PipelineTask):
     """
 
     STAMPED: ClassVar[tuple[str, ...]] = ()  # marker fields that downstream stages depend on
-
 
     def marker_key(self) -> str:
         raise NotImplementedError
@@ -324,8 +345,21 @@ def _on_success(task: PipelineTask) -> None:
     )
 
 
+def say_the_cause_last() -> None:
+    """Log the last failure's cause as the command's final line (registered for the `luigi` command)."""
+    if CAUSES:
+        log_event(logger, CAUSES[-1], logging.ERROR)
+
+
+@PipelineTask.event_handler(luigi.Event.BROKEN_TASK)
+def _on_broken(task: PipelineTask, exception: BaseException) -> None:
+    # requires() raised while the DAG was scheduled.
+    CAUSES.append(scrub(f"{task.task_family}: {type(exception).__name__}: {exception}"))
+
+
 @PipelineTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: PipelineTask, exception: BaseException) -> None:
+    CAUSES.append(scrub(f"{task.task_family} failed: {type(exception).__name__}: {exception}"))
     started = getattr(task, "_started_at", time.monotonic())
     log_event(
         logger,

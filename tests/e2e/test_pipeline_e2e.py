@@ -80,6 +80,36 @@ def expected_similar(db, sample: int) -> dict[str, tuple[list[str], dict[str, fl
     return expected
 
 
+def seen_by(interactions: list[dict], user: str) -> set[str]:
+    return {doc["movieId"] for doc in interactions if doc["userId"] == user}
+
+
+def expected_user_lists(interactions: list[dict], movies: dict[int, dict]) -> dict[str, tuple[list[str], dict]]:
+    """The API's definition, user by user, in float64: key → (the 10 best ids, every candidate's score)."""
+    ids = sorted(str(doc["_id"]) for doc in movies.values())
+    vectors = {str(doc["_id"]): np.asarray(doc["embedding"], dtype=np.float64) for doc in movies.values()}
+    matrix = np.array([vectors[i] for i in ids])
+    by_user: dict[str, list[dict]] = {}
+    for doc in interactions:
+        by_user.setdefault(doc["userId"], []).append(doc)
+    expected = {}
+    for user, docs in by_user.items():
+        likes = sorted(
+            (d for d in docs if d["type"] == "rate" and d["value"] >= 4.0),
+            key=lambda d: (-d["timestamp"].timestamp(), d["movieId"]),
+        )[:50]
+        liked = list(dict.fromkeys(d["movieId"] for d in likes))
+        if not liked:
+            continue
+        profile = np.mean([vectors[m] for m in liked], axis=0)
+        profile /= np.linalg.norm(profile)
+        scores = dict(zip(ids, (matrix @ profile).tolist(), strict=True))
+        seen = {d["movieId"] for d in docs}
+        best = sorted((m for m in ids if m not in seen), key=lambda m: (-scores[m], m))[:10]
+        expected[f"rec:user:{user}"] = (best, scores)
+    return expected
+
+
 def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> None:
     summary = build(DailyRun(date=RUN_DATE))
     assert families(summary["completed"]) == [
@@ -94,6 +124,7 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
         *["SimilarMoviesBlock"] * 5,
         "UpdatePopular",
         "UpdateSimilarMovies",
+        "UpdateUserRecommendations",
     ]
 
     settings = get_settings()
@@ -159,6 +190,16 @@ def test_full_pipeline_then_reruns_change_nothing(e2e_env: dict[str, str]) -> No
         # The same neighbours in the same order; where float32 and float64 disagree, only on a near-tie.
         np.testing.assert_allclose([score[i] for i in got], [score[i] for i in ids], atol=1e-6, err_msg=key)
     assert 86_400 < client.ttl(next(iter(similar_keys))) <= 90_000
+
+    # Every user's list: every MovieLens user with a liked movie (609 of 610) has the exact one.
+    user_keys = {key.decode() for key in client.scan_iter("rec:user:*", count=1000)}
+    expected_users = expected_user_lists(interactions, movies)
+    assert user_keys == set(expected_users) and len(user_keys) == 609
+    for key, (ids, score) in expected_users.items():
+        got = json.loads(client.get(key))
+        assert len(got) == 10 and not set(got) & seen_by(interactions, key.removeprefix("rec:user:"))
+        np.testing.assert_allclose([score[i] for i in got], [score[i] for i in ids], atol=1e-6, err_msg=key)
+    assert 86_400 < client.ttl(next(iter(user_keys))) <= 90_000
 
     # A rerun with everything complete runs nothing.
     snapshot_movies = {m: doc["_id"] for m, doc in movies.items()}

@@ -134,6 +134,7 @@ def test_dag_under_luigid_ends_done_reports_progress_and_leaks_no_secret(luigid:
         "SimilarMoviesBlock",
         "UpdatePopular",
         "UpdateSimilarMovies",
+        "UpdateUserRecommendations",
     ]
     assert all(task["params"]["dataset"].endswith("/datasets/ml") for task in done.values())
     for status in ("PENDING", "RUNNING", "FAILED"):
@@ -142,11 +143,12 @@ def test_dag_under_luigid_ends_done_reports_progress_and_leaks_no_secret(luigid:
     # Long tasks report progress while they run (what the dashboard shows).
     reported = {(t["name"], bool(t.get("status_message")), t.get("progress_percentage") is not None) for t in running}
     assert any(name == "EmbeddingChunk" and has_message for name, has_message, _ in reported), reported
-    # The scheduler keeps each task's last report: every interactions chunk ended at 100%.
+    # The scheduler keeps each task's last report: a finished task is at 100 % and says what it did.
     chunks = [task for task in done.values() if task["name"] == "InteractionsChunk"]
-    assert all(t["progress_percentage"] == 100 and "100 of 100 stored" in t["status_message"] for t in chunks), chunks
+    assert all(t["progress_percentage"] == 100 and "records 100, inserted 100" in t["status_message"] for t in chunks)
     (prepare,) = [task for task in done.values() if task["name"] == "PrepareRatings"]
-    assert "600 ratings read, 6 part(s) written" in prepare["status_message"]
+    assert prepare["status_message"].startswith("done: rows 600,") and "parts 6" in prepare["status_message"]
+    assert all(t["progress_percentage"] == 100 and t["status_message"].startswith("done") for t in done.values())
 
     # Every stderr line is a JSON event; none shows a secret; nor does anything the scheduler holds.
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -160,7 +162,11 @@ def test_a_failure_shows_no_secret_in_logs_or_on_the_dashboard(luigid: str, env:
     result, _ = run_under_scheduler(luigid, {**env, "REDIS_URL": wrong})
     assert result.returncode == 30  # [retcode] task_failed
     failed = scheduler_api(luigid, "task_list", status="FAILED", upstream_status="")
-    assert sorted(task["name"] for task in failed.values()) == ["UpdatePopular", "UpdateSimilarMovies"]
+    assert sorted(task["name"] for task in failed.values()) == [
+        "UpdatePopular",
+        "UpdateSimilarMovies",
+        "UpdateUserRecommendations",
+    ]
     (task_id,) = [task_id for task_id, task in failed.items() if task["name"] == "UpdatePopular"]
     error = scheduler_api(luigid, "fetch_error", task_id=task_id)["error"]
     assert "REDIS_URL redis://:***@127.0.0.1" in error and "cannot publish rec:fallback:popular" in error

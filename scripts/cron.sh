@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The nightly job, as cron runs it (config/crontab.example):
+#   15 3 * * * cd /opt/mlrec-luigi && bash scripts/cron.sh
+# - every line of the run is appended to var/log/pipeline.jsonl (JSON lines);
+# - a failed night also prints its cause on stdout, which cron mails to MAILTO; the exit code is Luigi's
+#   (30 a task failed, 35 a setting or service: README);
+# - one run at a time: a start while the last one still runs exits 10 with one log line, and does nothing.
+# Arguments go to scripts/run-pipeline.sh (e.g. --DownloadMovieLens-refresh on Sundays).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var/log
+log=var/log/pipeline.jsonl
+now() { date -u +%Y-%m-%dT%H:%M:%S.000Z; }
+exec 9>var/pipeline.lock
+if ! flock -n 9; then
+  echo "{\"time\": \"$(now)\", \"severity\": \"WARNING\", \"message\": \"already running: var/pipeline.lock is held by the last run; this start did nothing\", \"event\": \"already running\"}" >> "$log"
+  exit 10
+fi
+bash scripts/run-pipeline.sh "$@" >> "$log" 2>&1
+status=$?
+if [ "$status" -ne 0 ]; then
+  echo "mlrec-luigi: the nightly run failed (exit $status); its last line, from $log:"
+  tail -n 1 "$log"
+fi
+exit "$status"
