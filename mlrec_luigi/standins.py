@@ -28,6 +28,7 @@ from mlrec_luigi.settings import SettingsError
 
 MONGOMOCK_SCHEME = "mongomock://"
 _CODEC: CodecOptions = CodecOptions(tz_aware=True)
+_STORED: CodecOptions = CodecOptions(tz_aware=False)
 
 
 def mongomock_client(uri: str = MONGOMOCK_SCHEME) -> Any:
@@ -90,7 +91,7 @@ def _load(client: Any, path: Path) -> None:
 
     try:
         with path.open("rb") as data:
-            documents = bson.decode_file_iter(data, _CODEC)
+            documents = bson.decode_file_iter(data, _STORED)  # naive UTC datetimes, as mongomock keeps them
             for header in documents:
                 store = CollectionStore(header["_collection"])
                 store.create()

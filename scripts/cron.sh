@@ -6,14 +6,16 @@
 #   (30 a task failed, 35 a setting or service: README);
 # - one run at a time: a start while the last one still runs exits 10 with one log line, and does nothing.
 # Arguments go to scripts/run-pipeline.sh (e.g. --DownloadMovieLens-refresh on Sundays).
+# VAR_DIR (default var) holds the log and the lock.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p var/log
-log=var/log/pipeline.jsonl
+var=${VAR_DIR:-var}
+mkdir -p "$var/log"
+log=$var/log/pipeline.jsonl
 now() { date -u +%Y-%m-%dT%H:%M:%S.000Z; }
-exec 9>var/pipeline.lock
+exec 9>"$var/pipeline.lock"
 if ! flock -n 9; then
-  echo "{\"time\": \"$(now)\", \"severity\": \"WARNING\", \"message\": \"already running: var/pipeline.lock is held by the last run; this start did nothing\", \"event\": \"already running\"}" >> "$log"
+  echo "{\"time\": \"$(now)\", \"severity\": \"WARNING\", \"message\": \"already running: $var/pipeline.lock is held by the last run; this start did nothing\", \"event\": \"already running\"}" >> "$log"
   exit 10
 fi
 bash scripts/run-pipeline.sh "$@" >> "$log" 2>&1
