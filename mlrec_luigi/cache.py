@@ -16,8 +16,10 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import islice
 
+import numpy as np
 import redis
 
+from mlrec_luigi.npy import from_npy
 from mlrec_luigi.settings import redact
 
 CONNECT_TIMEOUT_S = 10
@@ -234,3 +236,35 @@ def differing_keys(url: str, keys: Sequence[str], sha1s: Sequence[str]) -> list[
             return differing
     except (redis.RedisError, ValueError) as error:
         raise _failed(url, f"read back {len(keys)} key(s)", error) from None
+
+
+class RecordDamaged(ValueError):
+    """A record of published keys cannot be read; the message names it."""
+
+
+def published_record(
+    keys: Sequence[str], lists: Sequence[Sequence[str]], extra: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """What a stage published, for its completeness check: each key, the sha1 of its value, ``extra`` columns."""
+    width = max((len(key.encode()) for key in keys), default=1) or 1
+    columns = [("key", f"S{width}"), ("sha1", "S40")]
+    columns += [(name, values.dtype.str) for name, values in (extra or {}).items()]
+    record = np.empty(len(keys), np.dtype(columns))
+    record["key"] = [key.encode() for key in keys]
+    record["sha1"] = [value_sha1(values).encode() for values in lists]
+    for name, values in (extra or {}).items():
+        record[name] = values
+    return record
+
+
+def read_record(data: bytes, label: str, extra: tuple[str, ...] = ()) -> np.ndarray:
+    """A record written by :func:`published_record`; a damaged one raises :class:`RecordDamaged` naming it."""
+    record = from_npy(data, label, RecordDamaged)
+    if record.dtype.names != ("key", "sha1", *extra) or record.ndim != 1:
+        raise RecordDamaged(f"{label} is not a record of published keys: fields {record.dtype.names}")
+    return record
+
+
+def record_differs(url: str, record: np.ndarray) -> list[str]:
+    """The keys of ``record`` whose value in Redis is not the one published (missing ones included)."""
+    return differing_keys(url, np.char.decode(record["key"]).tolist(), np.char.decode(record["sha1"]).tolist())

@@ -13,6 +13,7 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/load_interactions.json                    (LoadInteractions)
     <p>/<ds>/markers/popular/<date>.json, popular/live.json    (UpdatePopular)
     <p>/<ds>/similar/<model>/<z>-<ids>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock; <ids>: the id map's md5)
+    <p>/<ds>/similar/published.npy                             the keys published and their values' sha1
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>/state.npy        every user's list (UpdateUserRecommendations)
     <p>/<ds>/user_recs/published/<date>.npy                    the keys published and their values' sha1
@@ -110,6 +111,11 @@ def similar_block_key(
     """A block of neighbours: its rows name movies by their place in the id map, so the key names the map."""
     folder = f"{release_tag(source_md5)}-{movie_ids}-k{top_n}-b{block_rows}"
     return derived_key(settings, "similar", model_slug(model), folder, f"block-{index:05d}.npy")
+
+
+def similar_record_key(settings: Settings) -> str:
+    """The keys the similar movies were published under, with the sha1 of each value."""
+    return derived_key(settings, "similar", "published.npy")
 
 
 def run_key(settings: Settings, name: str = "latest.json") -> str:

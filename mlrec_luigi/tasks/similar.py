@@ -8,7 +8,8 @@ Computed in blocks of ``SIMILAR_MOVIES_BLOCK_ROWS`` movies, one ``SimilarMoviesB
 each, checkpointed in the bucket under a key naming the zip, the movie ids, the model and
 N (a kill resumes at the missing blocks; workers and machines share them), then published
 as ``rec:item:<_id>`` = JSON array of ``_id`` strings, with ``SIMILAR_MOVIES_TTL_SECONDS``.
-Complete only while a sample of the published keys holds what was published.
+Complete only while every published key holds what was published (one server-side digest per
+10,000 keys, compared with the record of what was published, ``…/similar/published.npy``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from mlrec_luigi import cache, layout, similar
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
+from mlrec_luigi.npy import to_npy
 from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
 from mlrec_luigi.storage import Bucket, BucketTarget
 from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage, model_parameter
@@ -31,7 +33,6 @@ from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 logger = logging.getLogger("mlrec_luigi")
-SAMPLED_KEYS = 16  # published keys a completeness check reads back
 
 
 @functools.lru_cache(maxsize=2)
@@ -113,7 +114,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
 
     model = model_parameter()
 
-    STAMPED = ("movies", "sample", "redis")
+    STAMPED = ("movies", "record_md5", "redis")
 
     def requires(self) -> dict[str, Any]:
         return {**super().requires(), "blocks": self.planned_chunks}
@@ -137,8 +138,12 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
     def holds(self, marker: dict[str, Any]) -> bool:
         if marker.get("redis") != cache.PUBLISHED:
             return True
-        sample = marker.get("sample") or {}
-        return cache.read_lists(self.settings.redis_url, list(sample)) == list(sample.values())
+        try:
+            key = marker["record"]
+            record = cache.read_record(self.bucket.read_bytes(key), self.bucket.uri(key))
+        except (FileNotFoundError, KeyError, TypeError, cache.RecordDamaged):
+            return False  # the next run publishes again and records it anew
+        return len(record) == marker.get("movies") and not cache.record_differs(self.settings.redis_url, record)
 
     def chunks(self) -> list[SimilarMoviesBlock]:
         """One task per block of movies (none until the movies are loaded)."""
@@ -184,7 +189,9 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
                 logging.WARNING,
                 task=self.task_family,
             )
-        step = max(1, len(keys) // SAMPLED_KEYS)
-        sample = {keys[i]: lists[i] for i in range(0, len(keys), step)}
+        record_key = layout.similar_record_key(settings)
+        self.bucket.write_bytes(record_key, to_npy(cache.published_record(keys, lists)))
         self.counts = {"movies": len(keys), "neighbours": len(lists[0]) if lists else 0, "redis": published}
-        self.write_marker({**self.counts, "sample": sample, "blocks": [block.output().key for block in chunks]})
+        blocks = [block.output().key for block in chunks]
+        record = {"record": record_key, "record_md5": self.bucket.md5_hex(record_key)}
+        self.write_marker({**self.counts, **record, "blocks": blocks})

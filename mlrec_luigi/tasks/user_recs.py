@@ -84,13 +84,14 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
         if marker.get("redis") != cache.PUBLISHED:
             return True
         try:
-            record = read_record(self.bucket.read_bytes(marker["record"]), self.bucket.uri(marker["record"]))
-        except (FileNotFoundError, KeyError, StateDamaged):
+            label = self.bucket.uri(marker["record"])
+            record = cache.read_record(self.bucket.read_bytes(marker["record"]), label, ("fingerprint",))
+        except (FileNotFoundError, KeyError, TypeError, cache.RecordDamaged):
             return False  # the next run publishes again and records it anew
-        keys = np.char.decode(record["key"]).tolist()
-        differing = cache.differing_keys(self.settings.redis_url, keys, np.char.decode(record["sha1"]).tolist())
+        differing = cache.record_differs(self.settings.redis_url, record)
         if not differing:
             return True
+        keys = np.char.decode(record["key"]).tolist()
         recorded = dict(zip(keys, record["fingerprint"].tolist(), strict=True))
         users = [key.removeprefix(USER_REDIS_PREFIX) for key in differing]
         now = user_recs.fingerprints_by_user(mongo.api_interactions_of(self.db["interactions"], users))
@@ -154,9 +155,11 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
                       task=self.task_family, reason=published)  # fmt: skip
         position = {key: i for i, key in enumerate(keys)}
         record_key = layout.user_recs_published_key(settings, self.date)
-        self.bucket.write_bytes(
-            record_key, to_npy(published_record(keys, lists, gathered, chosen, list(sent), position))
+        kept = np.array([position[key] for key in sent], dtype=np.int64)
+        record = cache.published_record(
+            list(sent), [lists[i] for i in kept], {"fingerprint": gathered.fingerprints[chosen[kept]]}
         )
+        self.bucket.write_bytes(record_key, to_npy(record))
         self.counts = {
             "users": len(gathered.users),
             "with_list": int((rows[:, 0] >= 0).sum()),
@@ -229,27 +232,3 @@ def read_state(data: bytes, label: str, k: int) -> np.ndarray:
     if records.dtype.names != ("user", "fingerprint", "rows") or records["rows"].shape[1:] != (k,):
         raise StateDamaged(f"{label} is not a user-lists state for {k} movies per user")
     return records
-
-
-def published_record(
-    keys: list[str],
-    lists: list[list[str]],
-    gathered: user_recs.Gathered,
-    chosen: np.ndarray,
-    sent: list[str],
-    position: dict[str, int],
-) -> np.ndarray:
-    """The keys written and still ours, the sha1 of each value, each user's API fingerprint."""
-    dtype = np.dtype([("key", f"S{_width(sent)}"), ("sha1", "S40"), ("fingerprint", "<u8")])
-    record = np.empty(len(sent), dtype)
-    record["key"] = [key.encode() for key in sent]
-    record["sha1"] = [cache.value_sha1(lists[position[key]]).encode() for key in sent]
-    record["fingerprint"] = [gathered.fingerprints[chosen[position[key]]] for key in sent]
-    return record
-
-
-def read_record(data: bytes, label: str) -> np.ndarray:
-    record = from_npy(data, label, StateDamaged)
-    if record.dtype.names != ("key", "sha1", "fingerprint"):
-        raise StateDamaged(f"{label} is not a record of published user lists")
-    return record
