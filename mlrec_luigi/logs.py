@@ -30,6 +30,8 @@ EXPECTED_ERRORS = frozenset(
         "ChunkDamaged",
         "BlockDamaged",
         "StateDamaged",
+        "DamagedObject",
+        "RecordDamaged",
     }
 )
 _TRACEBACK = "Traceback (most recent call last):"

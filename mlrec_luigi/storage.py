@@ -13,6 +13,7 @@ import contextvars
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -329,6 +330,32 @@ def _local_bucket(root: Path) -> LocalBucket:
     return LocalBucket(root)
 
 
+class DamagedObject(ValueError):
+    """An object the pipeline wrote cannot be read back; the message names it and what happens next."""
+
+
+def read_json_checked(bucket: Bucket, key: str, check: Callable[[Any], bool], then: str) -> Any:
+    """The JSON value stored at ``key``, when ``check`` accepts its shape: how every derived object is read back.
+
+    Raises:
+        FileNotFoundError: nothing is stored at ``key``.
+        DamagedObject: truncated, empty, not JSON or of the wrong shape; the object is removed
+            (``then`` says what rebuilds it), so the next run derives it again.
+    """
+    data = bucket.read_bytes(key)
+    try:
+        if not data.strip():
+            raise ValueError("empty")
+        value = json.loads(data)
+        if not check(value):
+            raise ValueError(f"JSON of the wrong shape: {type(value).__name__}")
+    except (ValueError, UnicodeDecodeError) as error:
+        reason = "not JSON" if isinstance(error, json.JSONDecodeError | UnicodeDecodeError) else str(error)
+        bucket.delete(key)
+        raise DamagedObject(f"{bucket.uri(key)} is damaged ({reason}): removed it; {then}") from None
+    return value
+
+
 class BucketTarget(luigi.Target):
     """A Luigi target for one object in the bucket."""
 
@@ -358,10 +385,12 @@ class MarkerTarget(BucketTarget):
         key: str,
         expect: dict[str, Any] | None = None,
         still_valid: Callable[[dict[str, Any]], bool] | None = None,
+        shape: dict[str, type | tuple[type, ...]] | None = None,
     ) -> None:
         super().__init__(bucket, key)
         self.expect = expect or {}
         self.still_valid = still_valid
+        self.shape = shape or {}
 
     def read(self) -> dict[str, Any] | None:
         """The stored marker, or None when it is missing or unreadable."""
@@ -381,7 +410,17 @@ class MarkerTarget(BucketTarget):
             return None
         if any(marker.get(name) != value for name, value in self.expect.items()):
             return None
-        if self.still_valid is not None and not self.still_valid(marker):
+        wrong = [name for name, kind in self.shape.items() if not isinstance(marker.get(name), kind)]
+        try:
+            if wrong:
+                raise TypeError(f"field(s) {', '.join(wrong)} missing or of the wrong type")
+            if self.still_valid is not None and not self.still_valid(marker):
+                return None
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            # A damaged marker (hand-edited, half-restored): the stage is not done, and its rerun rewrites it.
+            logging.getLogger("mlrec_luigi").warning(
+                "%s is damaged (%s): the stage runs again", self.uri, error, extra={"marker": self.uri}
+            )
             return None
         return marker
 

@@ -152,14 +152,14 @@ def test_writes_carry_the_uris_write_concern(wire_mongo: tuple[str, str]) -> Non
         records = movielens.rating_records(frame)
         ids = MovieIds({1: "0123456789abcdef01234567"})
         first = mongo.insert_interactions(collection, records, ids, "r1-p00000", 10)
-        again = mongo.insert_interactions(collection, records, ids, "r2-p00000", 10)  # a new release: updates
+        again = mongo.insert_interactions(collection, records, ids, "r2-p00000", 10)  # a new release: re-tagged
         sent = len(listener.commands)
         rerun = mongo.insert_interactions(collection, records, ids, "r2-p00000", 10)  # a rerun: nothing to change
         rerun_commands = [next(iter(c)) for c in listener.commands[sent:]]
     finally:
         listener.active = False
         mongo.forget_clients()
-    assert (first.inserted, again.updated, rerun.already_present) == (2, 2, 2)
+    assert (first.inserted, again.updated, again.retagged, rerun.already_present) == (2, 0, 2, 2)
     assert "update" not in rerun_commands and rerun_commands.count("insert") == 1
     writes = [c for c in listener.commands if {"insert", "update"} & set(c)]
     assert {next(iter(c)) for c in writes} == {"insert", "update"}

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,10 +31,11 @@ from pymongo.database import Database
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.logs import EXPECTED_ERRORS, interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
-from mlrec_luigi.storage import Bucket, MarkerTarget, cached, open_bucket, reads_cached
+from mlrec_luigi.storage import Bucket, DamagedObject, MarkerTarget, cached, open_bucket, reads_cached
 from mlrec_luigi.tasks.parameters import parameter_problem
 
 logger = logging.getLogger("mlrec_luigi")
+Shape = dict[str, type | tuple[type, ...]]
 
 
 def digest(value: object) -> str:
@@ -139,6 +141,9 @@ class PipelineTask(luigi.Task):
 
     counts: dict[str, Any]
 
+    def complete(self) -> bool:
+        return super().complete()  # wrapped below: the cause of a failure is recorded
+
     @property
     def settings(self) -> Settings:
         problem = parameter_problem(self)
@@ -174,7 +179,18 @@ class PipelineTask(luigi.Task):
         return cached(("md5", self.bucket.uri(self.zip_key)), lambda: self.bucket.md5_hex(self.zip_key))
 
     def local_zip(self) -> Path:
-        return self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
+        """A local copy of the zip in the bucket; a damaged one is removed there, so the next run downloads it."""
+        path = self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
+        problem = _zip_problem(path, self.current_source_md5())
+        if problem:
+            self.bucket.delete(self.zip_key)
+            if path.exists() and self.bucket.uri(self.zip_key) != path.as_uri():
+                path.unlink()
+            raise DamagedObject(
+                f"{self.bucket.uri(self.zip_key)} is not a readable zip ({problem}): removed it; the next run "
+                "downloads it again"
+            )
+        return path
 
     def read_movies(self) -> pd.DataFrame:
         # Keyed by content: a local bucket replaces a zip in place, under the same path.
@@ -196,6 +212,9 @@ class PipelineTask(luigi.Task):
         self.set_progress_percentage(percent)
         if interactive():
             terminal_progress(self.task_family, percent, message)
+
+
+PipelineTask.complete = _cause_recorded(PipelineTask.complete)  # type: ignore[method-assign]
 
 
 class Stage(PipelineTask):
@@ -223,8 +242,10 @@ class Stage(PipelineTask):
         """The stages whose outputs this one reads."""
         return []
 
+    SHAPE: ClassVar[Shape] = {}  # marker fields readers rely on, and their types
+
     def output(self) -> MarkerTarget:
-        return MarkerTarget(self.bucket, self.marker_key(), expect=self.expect(), still_valid=self.holds)
+        return MarkerTarget(self.bucket, self.marker_key(), self.expect(), self.holds, self.SHAPE)
 
     def _requires(self) -> list[luigi.Task]:
         # --DownloadMovieLens-refresh: every stage waits for the download, then runs only if the
@@ -317,6 +338,17 @@ class ChunkedStage(Stage):
         if self.current_source_md5() != md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were computed")
         self.finish(chunks)
+
+
+@functools.lru_cache(maxsize=4)
+def _zip_problem(path: Path, md5: str | None) -> str | None:
+    """Why the zip at ``path`` cannot be read (its central directory), or None; once per content."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return str(error) or type(error).__name__
+    return None
 
 
 @functools.lru_cache(maxsize=2)

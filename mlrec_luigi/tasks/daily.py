@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from mlrec_luigi import layout
-from mlrec_luigi.tasks.base import Stage
+from mlrec_luigi.tasks.base import Shape, Stage
 from mlrec_luigi.tasks.parameters import RunDateParameter
 from mlrec_luigi.tasks.popular import UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
@@ -48,6 +48,7 @@ class DailyRun(Stage):
     """The cron job's root: the popular list for ``date``, every movie's similar movies, every user's list."""
 
     date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
+    SHAPE: ClassVar[Shape] = {"manifest": str}
 
     def requires(self) -> list[Stage]:
         return self.upstream()

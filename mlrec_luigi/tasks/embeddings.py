@@ -10,7 +10,7 @@ another model means new chunks, never stale ones. ``--workers N`` embeds N chunk
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 import numpy as np
@@ -19,7 +19,7 @@ from mlrec_luigi import embedding, layout
 from mlrec_luigi.embedding import ChunkDamaged
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.storage import Bucket, BucketTarget
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, model_parameter
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, model_parameter
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
@@ -73,6 +73,8 @@ class EmbeddingChunk(PipelineTask):
 
 class Embeddings(ChunkedStage):
     """All chunks of the current zip and model, recorded in a manifest written last."""
+
+    SHAPE: ClassVar[Shape] = {"chunks": list}
 
     model = model_parameter()
 

@@ -22,7 +22,7 @@ API's own interactions are never read, changed or deleted.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 import numpy as np
@@ -30,10 +30,11 @@ import numpy as np
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.documents import MovieIds, part_tag
 from mlrec_luigi.movielens import DatasetError, pack_part, unpack_part
+from mlrec_luigi.settings import Settings
 from mlrec_luigi.storage import Bucket
-from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, SourceChanged, Stage
+from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, Shape, SourceChanged, Stage
 from mlrec_luigi.tasks.download import DownloadMovieLens
-from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 INSERT_BATCH = 50_000  # documents encoded and sent at a time: bounds the memory of a chunk
@@ -46,13 +47,37 @@ class InteractionsLost(RuntimeError):
 
 
 @functools.lru_cache(maxsize=2)
-def _movie_ids(bucket: Bucket, key: str, md5: str | None) -> MovieIds:
+def _movie_ids(bucket: Bucket, settings: Settings, md5: str | None) -> MovieIds:
     # Keyed by content: LoadMovies rewrites the map under the same key.
-    return MovieIds({int(m): hex_id for m, hex_id in bucket.read_json(key).items()})
+    return MovieIds(read_movie_map(bucket, settings))
+
+
+def read_ratings_part(bucket: Bucket, settings: Settings, source_md5: str, chunk_rows: int, index: int) -> np.ndarray:
+    """The ratings of one part: what every reader of the parts uses.
+
+    Raises:
+        DatasetError: the part is missing or damaged: named, removed with its manifest, so the next
+            run prepares the ratings again.
+    """
+    key = layout.ratings_part_key(settings, source_md5, chunk_rows, index)
+    manifest = layout.ratings_manifest_key(settings, source_md5, chunk_rows)
+    try:
+        return unpack_part(bucket.read_bytes(key), bucket.uri(key))
+    except FileNotFoundError:
+        bucket.delete(manifest)
+        raise DatasetError(
+            f"{bucket.uri(key)} is missing: removed its manifest; the next run prepares the ratings again"
+        ) from None
+    except DatasetError as error:
+        bucket.delete(key)
+        bucket.delete(manifest)
+        raise DatasetError(f"{error}: removed it and its manifest; the next run prepares the ratings again") from None
 
 
 class PrepareRatings(Stage):
     """ratings.csv → validated ``.npy`` parts of the ratings of known movies, plus a manifest."""
+
+    SHAPE: ClassVar[Shape] = {"parts": list, "source_md5": str, "chunk_rows": int}
 
     def requires(self) -> DownloadMovieLens:
         return DownloadMovieLens()
@@ -110,6 +135,8 @@ class InteractionsChunk(MongoStage):
     chunk_rows = CheckedIntParameter(minimum=1)
     index = CheckedIntParameter(minimum=0)
 
+    SHAPE: ClassVar[Shape] = {"stored": int}
+
     def requires(self) -> LoadMovies:
         # Not PrepareRatings: a chunk is planned only once its manifest lists the part, and a
         # damaged part removes that manifest, which must not fail the sibling chunks running.
@@ -129,10 +156,9 @@ class InteractionsChunk(MongoStage):
         if self.current_source_md5() != self.source_md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed since chunk {self.index} was scheduled")
         key = layout.ratings_part_key(self.settings, self.source_md5, self.chunk_rows, self.index)
-        records = self._read_part(key)
-        movies_marker = self.input().read() or {}
-        map_key = movies_marker.get("map_key", layout.movie_id_map_key(self.settings))
-        movie_ids = _movie_ids(self.bucket, map_key, self.bucket.md5_hex(map_key))
+        records = read_ratings_part(self.bucket, self.settings, self.source_md5, self.chunk_rows, self.index)
+        map_key = layout.movie_id_map_key(self.settings)
+        movie_ids = _movie_ids(self.bucket, self.settings, self.bucket.md5_hex(map_key))
         collection = self.db["interactions"]
         mongo.ensure_indexes(collection, mongo.INTERACTION_INDEXES)  # a no-op round trip once they exist
         self.progress(0, len(records), f"part {self.index}: loading {len(records):,} ratings")
@@ -159,26 +185,12 @@ class InteractionsChunk(MongoStage):
         }
         self.write_marker(self.counts)
 
-    def _read_part(self, key: str) -> np.ndarray:
-        """The ratings of the part; a damaged part is removed with its manifest, so the next run remakes both."""
-        try:
-            return unpack_part(self.bucket.read_bytes(key), self.bucket.uri(key))
-        except FileNotFoundError:
-            error = DatasetError(f"{self.bucket.uri(key)} is missing")
-            self.bucket.delete(layout.ratings_manifest_key(self.settings, self.source_md5, self.chunk_rows))
-            raise DatasetError(f"{error}: removed its manifest; the next run prepares the ratings again") from None
-        except DatasetError as error:
-            self.bucket.delete(key)
-            self.bucket.delete(layout.ratings_manifest_key(self.settings, self.source_md5, self.chunk_rows))
-            raise DatasetError(
-                f"{error}: removed it and its manifest; the next run prepares the ratings again"
-            ) from None
-
 
 class LoadInteractions(ChunkedStage, MongoStage):
     """ratings.csv → MongoDB ``interactions`` (type ``rate``): every chunk loaded, then one marker."""
 
     STAMPED = ("parts", "stored")
+    SHAPE: ClassVar[Shape] = {"parts": list, "stored": int}
 
     def requires(self) -> list[luigi.Task]:
         return [*self.upstream(), *self.planned_chunks]

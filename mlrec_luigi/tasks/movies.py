@@ -9,12 +9,14 @@ The map and then the marker are written last, so a crash leaves the stage incomp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.tasks.base import MongoStage, Stage, model_parameter
+from mlrec_luigi.settings import Settings
+from mlrec_luigi.storage import Bucket, DamagedObject, read_json_checked
+from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
 
 
@@ -24,6 +26,7 @@ class LoadMovies(MongoStage):
     model = model_parameter()
 
     STAMPED = ("map_md5",)
+    SHAPE: ClassVar[Shape] = {"map_key": str, "map_md5": str, "movies": int, "source_md5": str}
 
     def requires(self) -> Embeddings:
         return Embeddings()
@@ -38,6 +41,9 @@ class LoadMovies(MongoStage):
         return {"source_md5": self.current_source_md5(), "embedding_model": self.settings.hf_model_name}
 
     def holds(self, marker: dict[str, Any]) -> bool:
+        # The map is part of what the stage publishes: damaged or replaced, the stage runs again.
+        if self.bucket.md5_hex(marker["map_key"]) != marker["map_md5"]:
+            return False
         return mongo.count_movies(self.db["movies"]) >= int(marker.get("movies", 0))
 
     def run(self) -> None:
@@ -55,13 +61,14 @@ class LoadMovies(MongoStage):
         collection = self.db["movies"]
         mongo.ensure_indexes(collection, mongo.MOVIE_INDEXES)
         map_key = layout.movie_id_map_key(self.settings)
-        recorded = {int(k): v for k, v in self.bucket.read_json(map_key).items()} if self.bucket.exists(map_key) else {}
+        recorded = self._recorded_ids(map_key, collection, movies["movieId"].tolist())
         self.progress(0, 2, f"upserting {len(movies):,} movies")
         upserted = mongo.upsert_movies(collection, documents, recorded)
         self.progress(1, 2, "writing the movie id map")
         stored = mongo.movie_id_map(collection)
         id_map = {str(m): stored[m] for m in movies["movieId"].tolist()}
         self.bucket.write_json(map_key, id_map)
+        self.bucket.delete(damaged_key(map_key))
         self.counts = {
             "movies": len(movies),
             "inserted": upserted.inserted,
@@ -73,5 +80,54 @@ class LoadMovies(MongoStage):
         marker = {**self.counts, "map": self.bucket.uri(map_key), "map_key": map_key}
         self.write_marker({**marker, "map_md5": self.bucket.md5_hex(map_key)})
 
+    def _recorded_ids(self, map_key: str, collection: Any, movie_ids: list[int]) -> dict[int, str]:
+        """The ``_id`` each movie was given: from the map, or rebuilt from ``movies`` after it was damaged.
+
+        Raises:
+            DatasetError: the map was damaged and ``movies`` lacks some movies: their ``_id`` is lost,
+                and a movie's ``_id`` never changes, so they are named instead of given new ones.
+        """
+        if self.bucket.exists(map_key):
+            return read_movie_map(self.bucket, self.settings)
+        if not self.bucket.exists(damaged_key(map_key)):
+            return {}  # the first load (or one killed before the map was written): ids come from movies
+        stored = mongo.movie_id_map(collection)
+        lost = [movie for movie in movie_ids if movie not in stored]
+        if stored and lost:
+            raise DatasetError(
+                f"{self.bucket.uri(map_key)} was damaged and `movies` lacks {len(lost)} movie(s) of movies.csv, "
+                f"e.g. movieId {lost[:5]}: their _id cannot be recovered; restore the map from a backup, or "
+                f"delete {self.bucket.uri(damaged_key(map_key))} to give them new ones"
+            )
+        return stored
+
     def _vectors(self, manifest: dict[str, Any]) -> dict[int, Any]:
         return read_vectors(self.bucket, self.input().key, manifest.get("chunks", []))
+
+
+def damaged_key(map_key: str) -> str:
+    """Left where a damaged map was removed: the next LoadMovies rebuilds the map from ``movies`` only."""
+    return f"{map_key}.damaged"
+
+
+def _is_movie_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, str) and len(v) == 24 for k, v in value.items()
+    )
+
+
+def read_movie_map(bucket: Bucket, settings: Settings) -> dict[int, str]:
+    """movieId → ``movies._id`` from ``movie_id_map.json``, checked: what every reader of the map uses.
+
+    Raises:
+        DamagedObject: the map is truncated, not JSON or of the wrong shape: it is removed, with the
+            marker of ``LoadMovies``, so the next run rebuilds it from ``movies`` (ids unchanged).
+    """
+    map_key = layout.movie_id_map_key(settings)
+    try:
+        value = read_json_checked(bucket, map_key, _is_movie_map, "the next run rebuilds it from `movies`")
+    except DamagedObject:
+        bucket.write_bytes(damaged_key(map_key), b"")
+        bucket.delete(layout.marker_key(settings, "load_movies"))
+        raise
+    return {int(movie): hex_id for movie, hex_id in value.items()}

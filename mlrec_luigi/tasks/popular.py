@@ -15,13 +15,14 @@ the next run publish it again).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from mlrec_luigi import cache, layout, mongo
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
-from mlrec_luigi.tasks.base import MongoStage, Stage
+from mlrec_luigi.storage import read_json_checked
+from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.parameters import RunDateParameter
 
@@ -40,6 +41,7 @@ class UpdatePopular(MongoStage):
     date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
 
     STAMPED = ("movie_ids", "redis")
+    SHAPE: ClassVar[Shape] = {"movie_ids": list}
 
     def requires(self) -> LoadInteractions:
         return LoadInteractions()
@@ -70,9 +72,15 @@ class UpdatePopular(MongoStage):
     def live_date(self) -> str | None:
         """The date whose list is live in Redis (None: none published yet)."""
         try:
-            return self.bucket.read_json(layout.popular_live_key(self.settings)).get("date")
+            live = read_json_checked(
+                self.bucket,
+                layout.popular_live_key(self.settings),
+                lambda value: isinstance(value, dict) and isinstance(value.get("date"), str),
+                "the next run of the newest date publishes its list and writes it again",
+            )
         except FileNotFoundError:
             return None
+        return live["date"]
 
     def run(self) -> None:
         settings = self.settings

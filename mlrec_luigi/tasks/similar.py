@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
 import numpy as np
@@ -25,11 +25,11 @@ from mlrec_luigi import cache, layout, similar
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.npy import to_npy
-from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
+from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX, Settings
 from mlrec_luigi.storage import Bucket, BucketTarget
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, SourceChanged, Stage, model_parameter
+from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
-from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 logger = logging.getLogger("mlrec_luigi")
@@ -37,10 +37,11 @@ logger = logging.getLogger("mlrec_luigi")
 
 @functools.lru_cache(maxsize=2)
 def _movie_vectors(
-    bucket: Bucket, map_key: str, map_md5: str, manifest_key: str, chunk_keys: tuple[str, ...]
+    bucket: Bucket, settings: Settings, map_md5: str, manifest_key: str, chunk_keys: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(``movies._id`` strings sorted, their unit vectors as one float32 matrix in that order)."""
-    id_map = bucket.read_json(map_key)
+    map_key = layout.movie_id_map_key(settings)
+    id_map = {str(movie): hex_id for movie, hex_id in read_movie_map(bucket, settings).items()}
     vectors = read_vectors(bucket, manifest_key, chunk_keys)
     ids = np.array(sorted(id_map.values()))
     by_id = {hex_id: int(movie) for movie, hex_id in id_map.items()}
@@ -66,7 +67,7 @@ class SimilarInputs(PipelineTask):
         movies = self.input()["movies"].read() or {}
         manifest = self.input()["embeddings"]
         chunks = tuple((manifest.read() or {}).get("chunks", []))
-        return _movie_vectors(self.bucket, movies["map_key"], movies["map_md5"], manifest.key, chunks)
+        return _movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
 
 
 class SimilarMoviesBlock(SimilarInputs):
@@ -115,6 +116,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
     model = model_parameter()
 
     STAMPED = ("movies", "record_md5", "redis")
+    SHAPE: ClassVar[Shape] = {"movies": int, "record": str}
 
     def requires(self) -> dict[str, Any]:
         return {**super().requires(), "blocks": self.planned_chunks}

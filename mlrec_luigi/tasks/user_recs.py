@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from bson import ObjectId
 
 from mlrec_luigi import cache, layout, mongo, user_recs
 from mlrec_luigi.logs import log_event
-from mlrec_luigi.movielens import DatasetError, unpack_part
 from mlrec_luigi.npy import from_npy, to_npy
 from mlrec_luigi.settings import USER_REDIS_PREFIX
-from mlrec_luigi.tasks.base import MongoStage, Stage, model_parameter
-from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
-from mlrec_luigi.tasks.movies import LoadMovies
+from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
+from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings, read_ratings_part
+from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
 from mlrec_luigi.tasks.parameters import RunDateParameter
 from mlrec_luigi.tasks.similar import SimilarInputs
 
@@ -58,6 +57,7 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
     model = model_parameter()
 
     STAMPED = ("read_at", "redis", "published")
+    SHAPE: ClassVar[Shape] = {"record": str, "published": int}
 
     def requires(self) -> dict[str, Any]:
         return {**super().requires(), "interactions": LoadInteractions(), "ratings": PrepareRatings()}
@@ -107,7 +107,7 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
         api_docs = mongo.api_interactions(collection)
         read_ids = {doc["_id"] for doc in api_docs}
         movies = self.input()["movies"].read() or {}
-        movie_map = {int(m): hex_id for m, hex_id in self.bucket.read_json(movies["map_key"]).items()}
+        movie_map = read_movie_map(self.bucket, settings)
         gathered = user_recs.gather(self._movielens_parts(), movie_map, ids, api_docs)
 
         state_key = layout.user_recs_state_key(
@@ -177,13 +177,8 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
 
     def _movielens_parts(self) -> list[np.ndarray]:
         manifest = self.input()["ratings"].read() or {}
-        parts = []
-        for part in manifest.get("parts", []):
-            try:
-                parts.append(unpack_part(self.bucket.read_bytes(part["key"]), self.bucket.uri(part["key"])))
-            except FileNotFoundError:
-                raise DatasetError(f"{self.bucket.uri(part['key'])} is missing: rerun PrepareRatings") from None
-        return parts
+        md5, rows = manifest["source_md5"], manifest["chunk_rows"]
+        return [read_ratings_part(self.bucket, self.settings, md5, rows, i) for i in range(len(manifest["parts"]))]
 
     def _reuse(self, state_key: str, gathered: user_recs.Gathered, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows for every user, whether each was reused): the stored list of each user whose API interactions

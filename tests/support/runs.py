@@ -93,3 +93,18 @@ def run_luigi(
         timeout=timeout_s,
         check=False,
     )
+
+
+def the_cause(stderr: str, expected: str) -> str:
+    """The `luigi` command's last line, which must be the cause of its failure, alone: its message.
+
+    Luigi's own warning may quote the cause too, above; no line holding it shows a traceback.
+    """
+    import json
+
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    message = json.loads(lines[-1])["message"]
+    assert expected in message, stderr[-3000:]
+    holding = [line for line in lines if expected in line]
+    assert len(holding) <= 2 and all("Traceback" not in line for line in holding), holding
+    return message
