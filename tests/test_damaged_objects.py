@@ -149,13 +149,14 @@ def test_a_damaged_map_with_a_movie_gone_refuses_naming_it(pipeline: Pipeline) -
 
 @pytest.mark.parametrize("how", ["truncated", "not-json", "wrong-shape", "empty"])
 def test_popular_live_json(pipeline: Pipeline, how: str) -> None:
+    day = {"truncated": "2026-11-25", "not-json": "2026-11-26", "wrong-shape": "2026-11-27", "empty": "2026-11-28"}[how]
     pipeline.damage(f"{DS}/markers/popular/live.json", how)
-    code, log = pipeline.run("UpdatePopular", "2026-11-25")  # a new day reads which list is live
+    code, log = pipeline.run("UpdatePopular", day)  # a new day reads which list is live
     assert code == 30
     assert "live.json is damaged" in the_line_naming(log, "live.json is damaged")
-    code, log = pipeline.run("UpdatePopular", "2026-11-25")
+    code, log = pipeline.run("UpdatePopular", day)
     assert code == 0, log[-3000:]
-    assert pipeline.bucket.read_json(f"{DS}/markers/popular/live.json") == {"date": "2026-11-25"}
+    assert pipeline.bucket.read_json(f"{DS}/markers/popular/live.json") == {"date": day}
 
 
 @pytest.mark.parametrize(
@@ -184,11 +185,12 @@ def test_a_marker_with_a_field_of_the_wrong_type_is_recomputed(pipeline: Pipelin
 @pytest.mark.parametrize("kind", ["embedding chunk", "ratings part"])
 def test_a_damaged_chunk_or_part_is_named_then_computed_again(pipeline: Pipeline, kind: str) -> None:
     key = pipeline.one("chunk-00000.npy" if kind == "embedding chunk" else "part-00000.npy")
+    day = "2026-11-29" if kind == "embedding chunk" else "2026-11-30"
     pipeline.damage(key, "truncated")
-    code, log = pipeline.run("UpdateUserRecommendations", "2026-11-26")  # a new day reads both
+    code, log = pipeline.run("UpdateUserRecommendations", day)  # a new day reads both
     assert code == 30
     assert "is not a readable .npy file" in the_line_naming(log, key.rsplit("/", 1)[-1])
-    recovers(pipeline, "2026-11-26")
+    recovers(pipeline, day)
 
 
 def test_a_damaged_similar_block_is_named_then_computed_again(pipeline: Pipeline) -> None:
@@ -222,6 +224,6 @@ def test_a_damaged_run_report_is_named_by_the_probe(pipeline: Pipeline) -> None:
     )  # fmt: skip
     assert probe.returncode == 1 and probe.stdout.startswith("damaged: ") and "latest.json" in probe.stdout
     assert len(probe.stdout.splitlines()) == 1 and "Traceback" not in probe.stderr
-    code, _ = pipeline.run(date="2026-11-27")  # the next daily run writes it again
+    code, _ = pipeline.run(date="2026-12-01")  # the next daily run writes it again
     assert code == 0
-    assert pipeline.bucket.read_json(f"{DS}/runs/latest.json")["date"] == "2026-11-27"
+    assert pipeline.bucket.read_json(f"{DS}/runs/latest.json")["date"] == "2026-12-01"

@@ -59,7 +59,7 @@ def refresh_pending() -> bool:
     return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
 
 
-# The causes of this command's failures, newest last: the `luigi` command ends its output with the last one.
+# The causes of this command's failures, in order: the `luigi` command ends its output with the first one.
 CAUSES: list[str] = []
 
 
@@ -322,7 +322,15 @@ class ChunkedStage(Stage):
 
         None while a refresh is pending: the release may change, and with it the chunks (run() yields them).
         """
-        return [] if refresh_pending() else list(self.chunks())
+        if refresh_pending():
+            return []
+        try:
+            return list(self.chunks())
+        except DamagedObject as error:
+            # Named now, in one line; the stage then fails on its missing input (exit 30).
+            CAUSES.append(scrub(f"{self.task_family}: {type(error).__name__}: {error}"))
+            log_event(logger, CAUSES[-1], logging.ERROR, task=self.task_family)
+            return []
 
     def chunks(self) -> Sequence[luigi.Task]:
         raise NotImplementedError
@@ -380,7 +388,7 @@ def _on_success(task: PipelineTask) -> None:
 def say_the_cause_last() -> None:
     """Log the last failure's cause as the command's final line (registered for the `luigi` command)."""
     if CAUSES:
-        log_event(logger, CAUSES[-1], logging.ERROR)
+        log_event(logger, CAUSES[0], logging.ERROR)  # the first: what the others followed from
 
 
 @PipelineTask.event_handler(luigi.Event.BROKEN_TASK)
