@@ -99,7 +99,9 @@ def test_an_oversized_member(local_env) -> None:
 
 
 def test_an_unsupported_url_scheme(pipeline_env) -> None:
-    with pytest.raises(Exception, match="MOVIELENS_URL must start with https:// or http:// or file:// or gs://"):
+    from mlrec_luigi.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="MOVIELENS_URL must start with https:// or http:// or file:// or gs://"):
         pipeline_env(MOVIELENS_URL="ftp://example.org/ml.zip")
         from mlrec_luigi.settings import get_settings
 

@@ -73,6 +73,23 @@ def test_popular_counts_high_ratings_in_the_window_with_deterministic_ties(inter
     assert compute_popular(interactions, dt.date(2026, 11, 20), 7, 4.0, top_n=2).movie_ids == [c, a]
 
 
+def test_the_window_is_open_at_its_start_and_closed_at_its_end(interactions) -> None:
+    before, first, last = sorted(str(ObjectId()) for _ in range(3))
+    end = end_of_day(dt.date(2026, 11, 20))
+    start = end - dt.timedelta(days=7)
+    interactions.insert_many(
+        [
+            rating(before, 5.0, start),  # exactly at the start: outside (open)
+            rating(first, 5.0, start + dt.timedelta(milliseconds=1)),  # just after it: inside
+            rating(last, 5.0, end),  # exactly at the end: inside (closed)
+            rating(before, 5.0, end + dt.timedelta(milliseconds=1), kind="view"),  # after the end: not a rating anyway
+        ]
+    )
+    popular = compute_popular(interactions, dt.date(2026, 11, 20), days=7, min_rating=4.0, top_n=50)
+    assert (popular.window.start, popular.window.end) == (start, end)
+    assert popular.movie_ids == [first, last] and popular.counts == [1, 1]
+
+
 def test_popular_of_an_empty_collection_is_empty(interactions) -> None:
     popular = compute_popular(interactions, dt.date(2026, 11, 20), 7, 4.0, 50)
     assert popular.movie_ids == [] and popular.window is None

@@ -49,10 +49,22 @@ def test_upload_and_local_copy_keep_the_bytes(bucket: Bucket, tmp_path: Path) ->
     assert bucket.local_copy("datasets/ml.zip", tmp_path / "cache") == copy
 
 
-def test_local_bucket_writes_atomically_and_stays_inside(tmp_path: Path) -> None:
+def test_local_bucket_writes_atomically_and_stays_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = LocalBucket(tmp_path / "b")
-    bucket.write_bytes("x/y.bin", b"1")
+    bucket.write_bytes("x/y.bin", b"old content")
     assert [p.name for p in (tmp_path / "b" / "x").iterdir()] == ["y.bin"]  # no temp files left
+    original = Path.write_bytes
+
+    def dies_halfway(self: Path, data: bytes) -> int:  # a crash (or a full disk) in the middle of a write
+        original(self, data[: len(data) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        bucket.write_bytes("x/y.bin", b"new content, never seen half-written")
+    monkeypatch.undo()
+    assert bucket.read_bytes("x/y.bin") == b"old content"  # readers never see the half-written object
+    assert [p.name for p in (tmp_path / "b" / "x").iterdir()] == ["y.bin"]
     with pytest.raises(ValueError, match="escapes the bucket"):
         bucket.write_bytes("../outside", b"1")
 

@@ -51,9 +51,10 @@ STAGES = (
     "UpdatePopular",
     "SimilarMoviesBlock",  # mid-compute
     "UpdateSimilarMovies",  # mid-publish
+    "UpdateUserRecommendations",  # mid-compute or mid-publish
 )
 INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 300, 40
-CRASHES_PER_STAGE = {stage: 2 if "Similar" in stage else 4 for stage in STAGES}
+CRASHES_PER_STAGE = {stage: 2 if "Similar" in stage or "User" in stage else 4 for stage in STAGES}
 SEED = 20261124
 RUN_DATE = "2026-11-24"
 
@@ -164,6 +165,7 @@ def snapshot(scenario: Scenario) -> dict[str, Any]:
     client = redis.Redis.from_url(scenario.env["REDIS_URL"])
     published = json.loads(client.get(POPULAR_REDIS_KEY))
     similar = {key.decode(): json.loads(client.get(key)) for key in client.scan_iter("rec:item:*")}
+    users = {key.decode(): json.loads(client.get(key)) for key in client.scan_iter("rec:user:*")}
     return {
         "movie_count": len(movie_docs),
         "movies": {
@@ -179,6 +181,7 @@ def snapshot(scenario: Scenario) -> dict[str, Any]:
         "chunks": chunks,
         "popular": [ml_of[hex_id] for hex_id in published],
         "similar": {ml_of[key[9:]]: [ml_of[i] for i in ids] for key, ids in similar.items()},
+        "users": {key: [ml_of[i] for i in ids] for key, ids in users.items()},
     }
 
 
@@ -196,6 +199,7 @@ def assert_same_state(actual: dict[str, Any], clean: dict[str, Any]) -> None:
         np.testing.assert_allclose(actual["chunks"][name][1], vectors, atol=1e-5)
     assert actual["popular"] == clean["popular"]
     assert len(actual["similar"]) == MOVIES and actual["similar"] == clean["similar"]
+    assert len(actual["users"]) > 10 and actual["users"] == clean["users"]
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +225,8 @@ def kill_during(
     process = start_dag(scenario)
     # Which start of the stage (the k-th chunk), then a moment inside it (chunk 0 includes the model load).
     occurrence = rng.randrange(len(durations[stage]))
-    delay = rng.uniform(0, durations[stage][occurrence])
+    # Within the first 60 % of what the stage took in the clean run: the kill lands inside it (asserted).
+    delay = rng.uniform(0, 0.6 * durations[stage][occurrence])
     pattern = re.compile(rf"running\s+{stage}\(")
     lines: list[str] = []
     seen = 0
@@ -240,7 +245,7 @@ def kill_during(
     process.wait()
     killer.join()
     log = events("".join(lines) + rest)
-    return {"returncode": process.returncode, "delay": delay, "log": log}
+    return {"returncode": process.returncode, "delay": delay, "log": log, "occurrence": occurrence}
 
 
 CASES = [(stage, n) for stage in STAGES for n in range(CRASHES_PER_STAGE[stage])]
@@ -277,6 +282,8 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     # And the similar-movies blocks: only the missing ones are computed again.
     assert len(finished(rerun, "SimilarMoviesBlock")) == -(-MOVIES // SIMILAR_BLOCK) - blocks_present
     assert crash["returncode"] == -signal.SIGKILL, "the process ended before the kill: no crash was injected"
+    # The kill landed inside the stage it names: that run of the stage had not finished.
+    assert len(finished(crash["log"], stage)) <= crash["occurrence"], f"{stage} had finished before the kill"
     print(
         json.dumps(
             {
