@@ -239,8 +239,12 @@ class Stage(PipelineTask):
         return True
 
     def upstream(self) -> list[Stage]:
-        """The stages whose outputs this one reads."""
+        """The stages whose outputs this one reads (and whose stamps its marker records)."""
         return []
+
+    def requires(self) -> Any:
+        """The upstream stages, declared once (``upstream``); a stage adds its own chunks to them."""
+        return self.upstream()
 
     SHAPE: ClassVar[Shape] = {}  # marker fields readers rely on, and their types
 

@@ -50,9 +50,6 @@ class DailyRun(Stage):
     date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
     SHAPE: ClassVar[Shape] = {"manifest": str}
 
-    def requires(self) -> list[Stage]:
-        return self.upstream()
-
     def upstream(self) -> list[Stage]:
         return [UpdatePopular(date=self.date), UpdateSimilarMovies(), UpdateUserRecommendations(date=self.date)]
 

@@ -193,7 +193,7 @@ class LoadInteractions(ChunkedStage, MongoStage):
     SHAPE: ClassVar[Shape] = {"parts": list, "stored": int}
 
     def requires(self) -> list[luigi.Task]:
-        return [*self.upstream(), *self.planned_chunks]
+        return [*super().requires(), *self.planned_chunks]
 
     def upstream(self) -> list[Stage]:
         return [LoadMovies(), PrepareRatings()]

@@ -28,9 +28,6 @@ class LoadMovies(MongoStage):
     STAMPED = ("map_md5",)
     SHAPE: ClassVar[Shape] = {"map_key": str, "map_md5": str, "movies": int, "source_md5": str}
 
-    def requires(self) -> Embeddings:
-        return Embeddings()
-
     def upstream(self) -> list[Stage]:
         return [Embeddings()]
 
@@ -48,7 +45,7 @@ class LoadMovies(MongoStage):
 
     def run(self) -> None:
         movies = self.read_movies()
-        vectors = self._vectors(self.input().read() or {})
+        vectors = self._vectors(self.input()[0].read() or {})
         missing = [m for m in movies["movieId"].tolist() if m not in vectors]
         if missing:
             raise DatasetError(
@@ -102,7 +99,7 @@ class LoadMovies(MongoStage):
         return stored
 
     def _vectors(self, manifest: dict[str, Any]) -> dict[int, Any]:
-        return read_vectors(self.bucket, self.input().key, manifest.get("chunks", []))
+        return read_vectors(self.bucket, self.input()[0].key, manifest.get("chunks", []))
 
 
 def damaged_key(map_key: str) -> str:

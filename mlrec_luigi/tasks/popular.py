@@ -43,9 +43,6 @@ class UpdatePopular(MongoStage):
     STAMPED = ("movie_ids", "redis")
     SHAPE: ClassVar[Shape] = {"movie_ids": list}
 
-    def requires(self) -> LoadInteractions:
-        return LoadInteractions()
-
     def upstream(self) -> list[Stage]:
         return [LoadInteractions()]
 

@@ -119,7 +119,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
     SHAPE: ClassVar[Shape] = {"movies": int, "record": str}
 
     def requires(self) -> dict[str, Any]:
-        return {**super().requires(), "blocks": self.planned_chunks}
+        return {**SimilarInputs.requires(self), "blocks": self.planned_chunks}
 
     def upstream(self) -> list[Stage]:
         return [LoadMovies()]

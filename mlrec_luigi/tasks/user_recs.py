@@ -60,7 +60,7 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
     SHAPE: ClassVar[Shape] = {"record": str, "published": int}
 
     def requires(self) -> dict[str, Any]:
-        return {**super().requires(), "interactions": LoadInteractions(), "ratings": PrepareRatings()}
+        return {**SimilarInputs.requires(self), "interactions": LoadInteractions(), "ratings": PrepareRatings()}
 
     def upstream(self) -> list[Stage]:
         return [LoadMovies(), LoadInteractions()]
