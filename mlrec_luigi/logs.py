@@ -32,6 +32,7 @@ EXPECTED_ERRORS = frozenset(
         "StateDamaged",
         "DamagedObject",
         "RecordDamaged",
+        "CheckFailed",
     }
 )
 _TRACEBACK = "Traceback (most recent call last):"

@@ -295,6 +295,14 @@ def count_parts(collection: Collection, parts: Sequence[str]) -> int:
     return collection.count_documents({PART_FIELD: parts[0] if len(parts) == 1 else {"$in": list(parts)}})
 
 
+def count_other_parts(collection: Collection, parts: Sequence[str]) -> tuple[int, int]:
+    """(MovieLens interactions of parts not in ``parts``, all MovieLens interactions): what a release removes."""
+    movielens = {"source": "movielens"}
+    return collection.count_documents({**movielens, PART_FIELD: {"$nin": list(parts)}}), collection.count_documents(
+        movielens
+    )
+
+
 def remove_other_parts(collection: Collection, parts: Sequence[str]) -> int:
     """Delete the MovieLens interactions of every part not in ``parts`` (an older release); how many.
 

@@ -24,6 +24,8 @@ import pandas as pd
 from mlrec_luigi import movielens
 
 DEFAULT_PNG = Path("var/report.png")
+SHOWN_POPULAR = 10
+SHOWN_SIMILAR = 3
 
 
 def summarize(manifest: Mapping[str, Any]) -> str:
@@ -53,8 +55,15 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         f"users   {users.get('users', '?')} users, {users.get('published', '?')} lists published "
         f"({users.get('recomputed', '?')} recomputed, {users.get('reused', '?')} unchanged), "
         f"redis: {users.get('redis')}",
-        "stages (last run of each):",
     ]
+    checks = [(name, check) for name, marker in stages.items() for check in (marker or {}).get("checks") or []]
+    if checks:
+        lines.append("checks before publishing:")
+        for name, check in checks:
+            numbers = ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("name", "passed"))
+            verdict = "passed" if check.get("passed") else "FAILED"
+            lines.append(f"  {verdict:<6} {name}: {check.get('name')} ({numbers})")
+    lines.append("stages (last run of each):")
     for name, marker in stages.items():
         run = (marker or {}).get("run") or {}
         duration = run.get("duration_s")
@@ -131,14 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
         return 1 if problem else 0
     print(summarize(manifest))
+    zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
+    movies = movielens.read_movies(zip_path, settings.max_member_bytes)
+    id_map = bucket.read_json(layout.movie_id_map_key(settings))
+    title_of = {id_map[str(m)]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if str(m) in id_map}
+    popular = manifest["stages"].get("popular") or {}
+    print(titles(popular, title_of, settings.redis_url))
     if options.png:
-        zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
-        movies = movielens.read_movies(zip_path, settings.max_member_bytes)
-        id_map = bucket.read_json(layout.movie_id_map_key(settings))
-        title_of = {
-            id_map[str(m)]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if str(m) in id_map
-        }
-        popular = manifest["stages"].get("popular") or {}
         pairs = [
             (title_of.get(i, i), n)
             for i, n in zip(popular.get("movie_ids", []), popular.get("counts", []), strict=True)
@@ -147,6 +155,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         render_chart(pairs, ratings_per_month(chunks), options.png)
         print(f"chart   {options.png}")
     return 0
+
+
+def titles(popular: Mapping[str, Any], title_of: Mapping[str, str], redis_url: str | None) -> str:
+    """What a person wants to see: the popular titles, and the similar movies of the first few."""
+    from mlrec_luigi import cache
+    from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
+
+    ids, counts = popular.get("movie_ids") or [], popular.get("counts") or []
+    lines = [f"popular movies (top {min(SHOWN_POPULAR, len(ids))} of {len(ids)}):"]
+    for rank, (movie, count) in enumerate(zip(ids[:SHOWN_POPULAR], counts, strict=False), 1):
+        lines.append(f"  {rank:>2}. {title_of.get(movie, movie)} ({count} ratings)")
+    if redis_url is None:
+        lines.append("similar movies: REDIS_URL is not set (the lists are kept in the bucket)")
+        return "\n".join(lines)
+    lines.append("similar movies (as the API serves them):")
+    shown = ids[:SHOWN_SIMILAR]
+    for movie, similar in zip(
+        shown, cache.read_lists(redis_url, [f"{SIMILAR_REDIS_PREFIX}{m}" for m in shown]), strict=True
+    ):
+        names = ", ".join(title_of.get(i, i) for i in similar[:5]) if similar else "(no list in Redis)"
+        lines.append(f"  {title_of.get(movie, movie)}: {names}")
+    return "\n".join(lines)
 
 
 def freshness_problem(manifest: Mapping[str, Any], max_age_hours: float) -> str | None:

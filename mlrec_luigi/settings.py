@@ -99,6 +99,7 @@ class Settings:
     interactions_chunk_rows: int = 250_000
     interactions_max_rejected_rows: int = 0
     interactions_max_unknown_fraction: float = 0.01
+    release_max_removed_fraction: float = 0.10
     max_member_bytes: int = 8 * 1024**3
     redis_url: str | None = field(default=None, repr=False)
     popularity_recent_days: int = 7
@@ -283,6 +284,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         ),
         interactions_max_unknown_fraction=_number(
             values, "INTERACTIONS_MAX_UNKNOWN_FRACTION", DEFAULTS.interactions_max_unknown_fraction, 0.0, 1.0
+        ),
+        release_max_removed_fraction=_number(
+            values, "RELEASE_MAX_REMOVED_FRACTION", DEFAULTS.release_max_removed_fraction, 0.0, 1.0
         ),
         max_member_bytes=_integer(values, "MAX_MEMBER_BYTES", DEFAULTS.max_member_bytes, maximum=2**50),
         redis_url=_uri(values, "REDIS_URL", ("redis", "rediss", "unix")),

@@ -21,7 +21,7 @@ from mlrec_luigi import DownloadMovieLens, LoadInteractions, UpdatePopular, cach
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.storage import LocalBucket
 from tests.support.env import subprocess_env
-from tests.support.runs import build, families, run_luigi
+from tests.support.runs import build, families, run_luigi, the_cause
 from tests.support.zips import small_zip
 
 TODAY = dt.date(2026, 11, 24)
@@ -176,7 +176,7 @@ def test_a_new_release_replaces_the_movielens_ratings_and_never_the_apis(pipelin
         (3, 4, 4.5, T + 40),
         (4, 2, 3.0, T + 60),  # new
     ]
-    pipeline.set(v2)
+    pipeline.set(v2, RELEASE_MAX_REMOVED_FRACTION="0.5")  # 2 of 7 stored ratings go
     new_process()
     download = build(DownloadMovieLens(refresh=True))
     assert ran(download) == ["DownloadMovieLens"]
@@ -206,6 +206,7 @@ def test_the_refresh_flag_on_the_daily_command_takes_a_new_release(pipeline: Pip
     assert run_luigi(*command, env=env, timeout_s=300).returncode == 0
     v2 = [*V1[:2], (4, 2, 3.0, T + 60)]
     pipeline.set(v2)
+    env["RELEASE_MAX_REMOVED_FRACTION"] = "0.6"  # 3 of the 6 stored ratings go
     refreshed = run_luigi(*command, "--DownloadMovieLens-refresh", env=env, timeout_s=300)
     assert refreshed.returncode == 0, refreshed.stderr[-3000:]
     assert pipeline.movielens_ratings() == set(v2), refreshed.stderr[-6000:]
@@ -219,6 +220,31 @@ def test_the_refresh_flag_on_the_daily_command_takes_a_new_release(pipeline: Pip
     assert pipeline.movielens_ratings() == set(v2)
     plain = run_luigi(*command, env=env, timeout_s=300)
     assert plain.returncode == 0 and "task finished" not in plain.stderr  # without the flag: the no-op
+
+
+@pytest.mark.parametrize(("kept", "confirmed"), [(4, False), (2, False), (2, True)])
+def test_a_release_removing_too_many_ratings_stops_before_deleting_anything(
+    pipeline: Pipeline, tmp_path: Path, kept: int, confirmed: bool
+) -> None:
+    # A MOVIELENS_URL pointed at the wrong (smaller) dataset must not delete the stored ratings unnoticed.
+    env = subprocess_env(tmp_path, **{k: v for k, v in pipeline.env.items() if k != "MLREC_ENV_FILE"})
+    command = ("UpdatePopular", "--date", "2026-11-24", "--local-scheduler", "--lock-pid-dir", str(tmp_path))
+    assert run_luigi(*command, env=env, timeout_s=300).returncode == 0
+    pipeline.set(V1[:kept])  # 5 stored; this release keeps `kept` of them
+    extra = ["--LoadInteractions-confirm-removal"] if confirmed else []
+    result = run_luigi(*command, "--DownloadMovieLens-refresh", *extra, env=env, timeout_s=300)
+    removed = len(V1) - kept  # 1 of 5 (20 %) is over the 10 % too
+    if confirmed:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert pipeline.movielens_ratings() == set(V1[:kept])
+        check = pipeline.bucket.read_json(f"{MARKERS}/load_interactions.json")["checks"][0]
+        assert (check["removed"], check["stored"], check["confirmed"], check["passed"]) == (removed, 5, True, True)
+        return
+    assert result.returncode == 30, result.stderr[-3000:]
+    cause = the_cause(result.stderr, "more than RELEASE_MAX_REMOVED_FRACTION=0.1: nothing was deleted")
+    assert f"would delete {removed:,} of the 5 stored MovieLens ratings ({removed / 5:.1%})" in cause
+    assert "--LoadInteractions-confirm-removal" in cause
+    assert pipeline.movielens_ratings() >= set(V1)  # nothing deleted
 
 
 # --- 4. markers check what the API reads -----------------------------------------------------

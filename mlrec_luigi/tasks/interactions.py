@@ -42,6 +42,10 @@ ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress
 COUNTED = ("rows", "rejected", "duplicates", "skipped_unknown_movie", "records")
 
 
+class CheckFailed(RuntimeError):
+    """A blocking check before data is replaced or published failed; the message gives the numbers."""
+
+
 class InteractionsLost(RuntimeError):
     """The collection holds fewer MovieLens interactions than the chunks loaded."""
 
@@ -189,6 +193,12 @@ class InteractionsChunk(MongoStage):
 class LoadInteractions(ChunkedStage, MongoStage):
     """ratings.csv → MongoDB ``interactions`` (type ``rate``): every chunk loaded, then one marker."""
 
+    confirm_removal = luigi.BoolParameter(
+        default=False,
+        significant=False,
+        description="this run may delete more than RELEASE_MAX_REMOVED_FRACTION of the stored MovieLens ratings",
+    )
+
     STAMPED = ("parts", "stored")
     SHAPE: ClassVar[Shape] = {"parts": list, "stored": int}
 
@@ -208,6 +218,32 @@ class LoadInteractions(ChunkedStage, MongoStage):
         parts = marker.get("parts") or []
         return not parts or mongo.count_parts(self.db["interactions"], parts) >= int(marker.get("stored", 0))
 
+    def _removal_check(self, collection: Any, parts: list[str]) -> dict[str, Any]:
+        """Blocks a release that would delete more than RELEASE_MAX_REMOVED_FRACTION of the stored ratings.
+
+        Raises:
+            CheckFailed: nothing deleted; the line gives the counts and how to confirm it for one run.
+        """
+        removed, stored = mongo.count_other_parts(collection, parts)
+        limit = self.settings.release_max_removed_fraction
+        fraction = removed / stored if stored else 0.0
+        check = {
+            "name": "a release removes at most RELEASE_MAX_REMOVED_FRACTION of the stored MovieLens ratings",
+            "removed": removed,
+            "stored": stored,
+            "fraction": round(fraction, 4),
+            "limit": limit,
+            "confirmed": bool(self.confirm_removal),
+            "passed": fraction <= limit or bool(self.confirm_removal),
+        }
+        if not check["passed"]:
+            raise CheckFailed(
+                f"this release would delete {removed:,} of the {stored:,} stored MovieLens ratings ({fraction:.1%}), "
+                f"more than RELEASE_MAX_REMOVED_FRACTION={limit:g}: nothing was deleted. Is MOVIELENS_URL the "
+                "dataset you mean? To take it anyway, run once with --LoadInteractions-confirm-removal"
+            )
+        return check
+
     def chunks(self) -> list[InteractionsChunk]:
         """One task per part of the prepared ratings (none until PrepareRatings has run)."""
         manifest = PrepareRatings().output().valid()
@@ -226,7 +262,8 @@ class LoadInteractions(ChunkedStage, MongoStage):
             counts[name] = sum(int(marker.get(name, 0)) for marker in markers)
         parts = [chunk.part for chunk in chunks]
         collection = self.db["interactions"]
-        counts["removed_other_releases"] = mongo.remove_other_parts(collection, parts)
+        check = self._removal_check(collection, parts)
+        counts["removed_other_releases"] = mongo.remove_other_parts(collection, parts) if check["removed"] else 0
         held = mongo.count_parts(collection, parts) if parts else 0
         if held < counts["stored"]:
             raise InteractionsLost(
@@ -237,6 +274,7 @@ class LoadInteractions(ChunkedStage, MongoStage):
         self.write_marker(
             {
                 **self.counts,
+                "checks": [check],
                 "parts": parts,
                 "rejected_examples": manifest.get("rejected_examples", []),
                 "duplicate_examples": manifest.get("duplicate_examples", []),

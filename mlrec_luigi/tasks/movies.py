@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
@@ -74,7 +76,14 @@ class LoadMovies(MongoStage):
             "with_year": int(movies["year"].notna().sum()),
             "with_imdbId": int(movies["imdbId"].notna().sum()),
         }
-        marker = {**self.counts, "map": self.bucket.uri(map_key), "map_key": map_key}
+        norms = np.linalg.norm(np.stack([vectors[m] for m in movies["movieId"].tolist()]), axis=1)
+        check = {
+            "name": "embeddings finite and unit length",
+            "movies": len(norms),
+            "max_norm_error": round(float(np.abs(norms - 1).max(initial=0.0)), 6),
+            "passed": True,  # read_vectors refused any other, naming the movies, before anything was written
+        }
+        marker = {**self.counts, "map": self.bucket.uri(map_key), "map_key": map_key, "checks": [check]}
         self.write_marker({**marker, "map_md5": self.bucket.md5_hex(map_key)})
 
     def _recorded_ids(self, map_key: str, collection: Any, movie_ids: list[int]) -> dict[int, str]:

@@ -154,6 +154,16 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
     assert f"similar {MOVIES} movies x 10 neighbours, redis: published" in report.stdout
     assert re.search(r"users   \d+ users, [1-9]\d* lists published \(0 recomputed, \d+ unchanged\)", report.stdout)
     assert "similar_movies" in report.stdout and "load_interactions" in report.stdout
+    # What a person wants to see: titles, of the popular list and of a few movies' similar movies.
+    shown = re.search(r"popular movies \(top (\d+) of \d+\):\n   1\. .+ \(\d{4}\) \(\d+ ratings\)", report.stdout)
+    assert shown, report.stdout
+    similar_lines = report.stdout.split("similar movies (as the API serves them):\n")[1].splitlines()
+    similar_lines = similar_lines[: min(3, int(shown.group(1)))]
+    assert similar_lines and all(
+        re.fullmatch(r"  .+ \(\d{4}\): .+ \(\d{4}\)(, .+)*", line) for line in similar_lines
+    ), similar_lines
+    assert "passed load_movies: embeddings finite and unit length" in report.stdout
+    assert "passed load_interactions: a release removes at most RELEASE_MAX_REMOVED_FRACTION" in report.stdout
     image = matplotlib.image.imread(png)
     assert image.shape[0] >= 900 and image.shape[1] >= 1000
     assert np.unique(image.reshape(-1, image.shape[2]), axis=0).shape[0] > 10  # not a blank canvas
