@@ -424,6 +424,15 @@ def bench_similar(repeats: int, sizes: tuple[int, ...] = (9742, 87_585)) -> list
     return rows
 
 
+def bench_user_recs(shape: tuple[int, int, int] = (200_948, 87_585, 32_000_000)) -> dict[str, Any]:
+    """benchmarks/user_recs.py in its own process (its peak RSS is its own), at ml-32m's shape."""
+    users, movies, ratings = shape
+    command = [sys.executable, "benchmarks/user_recs.py", "--users", str(users), "--movies", str(movies),
+               "--ratings", str(ratings)]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=7200, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def bench_noop_requests() -> dict[str, Any]:
     """benchmarks/noop_requests.py in its own process."""
     output = subprocess.run(
@@ -468,22 +477,24 @@ NOTES = """## Notes
   counts the documents and stores nothing) isolates the client side, which is what the pipeline
   controls; **mongomock** is an in-process fake whose per-document deep copy (~50 us) dominates every
   row, so its ratios say little about a real server. On a real MongoDB the server's own insert cost
-  adds the same time per document to both sides of each ratio, so the 24x against `iterrows` shrinks
+  adds the same time per document to both sides of each ratio, so any ratio against `iterrows` shrinks
   there by an amount only a real server can tell: set `MLREC_BENCH_MONGODB_URI` and rerun
   (`--only interactions workers`), every interactions row is then measured on it.
 - **Embeddings**: the stage sorts movies by text length before cutting chunks, so each encode batch pads
-  as little as one big `encode` call (which sorts by length itself); without that the stage measured 1.17x.
+  as little as one big `encode` call (which sorts by length itself); without that the stage measured
+  1.17x (history: an earlier run, not this table's).
   Resume: the state a kill halfway through the run's time leaves: the chunks written after that moment
   (and so the one in flight) are deleted before the rerun (the crash suite shows the same state with
   real SIGKILLs). Halfway in time, not in chunk count: the last chunks hold the longest texts and cost
-  more (counting chunks, the same code measured 0.557x and 0.601x in two runs).
+  more (history, earlier runs: counting chunks, the same code measured 0.557x and 0.601x).
 - **Interactions**: `PrepareRatings` parses ratings.csv once (pandas' C parser, vectorized checks) into
   `.npy` parts; each `InteractionsChunk` encodes 50,000 documents at a time to BSON with numpy
   (`documents.interaction_bson`, tested byte for byte against pymongo's encoding of the dict) and sends
   them as one `insert` command. The replaced approach costs ~60 us per rating (`iterrows`, a dict per
   row, `insert_many`); raw `insert_many` of pre-built dicts pays pymongo's per-document Python
-  bookkeeping and encoding, which is why the pipeline beats that baseline on the null server. Before
-  this work the load measured 6x (no database) and 1.9x (mongomock) against `iterrows`. Since issue 9 the
+  bookkeeping and encoding, which is why the pipeline beats that baseline on the null server. History
+  (earlier runs, not this table's): before this work the load measured 6x (no database) and 1.9x
+  (mongomock) against `iterrows`. Since issue 9 the
   documents go out through `insert_many(ordered=False)` (RawBSON documents pass through as they are) so
   that the URI's write concern and retryable writes apply; the rows above are measured that way.
 - **Peak RSS** is the high-water mark (`VmHWM`) of a process running `LoadInteractions` with one worker,
@@ -516,6 +527,17 @@ NOTES = """## Notes
   120-movie slice, everything complete, counted by a proxy in front of fake-gcs-server: each stage's
   marker once, the zip's metadata once (one completeness check of the root reads each once), and one
   request google-cloud-storage makes for the bucket itself per process.
+- **User lists** (`benchmarks/user_recs.py`, issue 14): synthetic data of ml-32m's shape (random users,
+  Zipf-distributed movies, ratings 0.5..5.0, random times); the stage's own functions in one process
+  (`user_recs.gather` of the ratings parts, profiles from the 50 newest likes, blocks of 512 users: one
+  matmul, the seen movies masked, `select_top_k` with exact ties by `_id`), against the bare computation
+  from the same profiles (matmul + mask + `argpartition`, no tie order) in the same process; without the
+  Luigi task around them (the bucket reads of the parts and the state, MongoDB's read of the API's own
+  documents, the publishing) and without the completeness check. The incremental day gathers every
+  rating again (as the task does) and recomputes 1,000 users. Publishing: `rec:user:<id>` lists of 10
+  ids, batches of 1,000 keys, one server-side `SET … EX` script call each, against one `SET` per round
+  trip; memory from `INFO memory` before and after. The completeness check: every published value's sha1
+  compared in one server-side digest per 10,000 keys, all in one pipelined round trip.
 - **Try-out default**: `bash scripts/run-pipeline.sh` with `MONGODB_URI` unset (mongomock) and a local
   bucket, on ml-latest-small from a `file://` URL (these machines cannot reach GroupLens), after set-up.
   mongomock was made faster inside `mlrec_luigi/standins.py` only: a leading `$match` applied by `find`
@@ -551,6 +573,13 @@ GOALS = {
     "similar_rss": Goal("< 1 GB", 1023),
     "similar_publish": Goal(">= 20x a SET per round trip", 20, at_most=False),
     "similar_recall": Goal("1.0", 1.0, at_most=False),
+    "user_stage": Goal("<= 1.3x the bare computation", 1.3),
+    "user_bare_vs_matmul": Goal("<= 2x the bare matmul", 2.0),
+    "user_rss": Goal("< 2 GB", 2047),
+    "user_incremental": Goal("<= 0.10x the full computation", 0.10),
+    "user_publish": Goal(">= 20x a SET per round trip", 20, at_most=False),
+    "user_recall": Goal("1.0", 1.0, at_most=False),
+    "verify": Goal("well under 1 s, a few round trips", 1.0),
     "noop_requests": Goal("<= 8 (7 markers + the zip)", 8),
     "tryout": Goal("<= 150 s", 150),
     "noop": Goal("<= 2 s, no torch", 2),
@@ -568,6 +597,12 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
         f"Python {platform.python_version()}; date {results['date']}. Medians of {results['repeats']} runs "
         "(raw timings in `benchmarks/results.json`).",
         f"Reproduce: `{command}`",
+        "Measured on: "
+        + "; ".join(
+            f"{day}: {', '.join(sorted(n for n, d in results.get('measured_on', {}).items() if d == day))}"
+            for day in sorted(set(results.get("measured_on", {}).values()), reverse=True)
+        )
+        + " (a row shows the figures of the run that measured it; `--only` reruns some and keeps the others).",
         "",
         "| # | figure | goal | measured | baseline (same run) | met |",
         "|---|---|---|---|---|---|",
@@ -633,6 +668,39 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
                 f"{row['recall_at_10_api_sample_500']:.4f} | "
                 f"{GOALS['similar_recall'].met(row['recall_at_10_pipeline'])} |"
             )
+    if "user_recs" in results:
+        u = results["user_recs"]
+        p = u.get("publishing", {})
+        shape = u["shape"]
+        where = f"{shape['users']:,} users, {shape['movies']:,} movies, {shape['ratings']:,} ratings (synthetic)"
+        lines += [
+            f"| 14 | every user's exact top-10: the stage's functions (gather the ratings, profiles, blocked matmul, "
+            f"mask, exact top-k), {where} | {GOALS['user_stage'].text} | {u['stage_s']:.1f} s = "
+            f"**{u['stage_vs_bare']:.3f}x** | bare (the same profiles: matmul + mask + argpartition): "
+            f"{u['bare_s']:.1f} s | {GOALS['user_stage'].met(u['stage_vs_bare'])} |",
+            f"| 14 | the bare computation against its matrix product alone | {GOALS['user_bare_vs_matmul'].text} | "
+            f"**{u['bare_vs_matmul']:.2f}x** | matmul alone: {u['matmul_only_s']:.1f} s | "
+            f"{GOALS['user_bare_vs_matmul'].met(u['bare_vs_matmul'])} |",
+            f"| 14 | peak RSS of that process | {GOALS['user_rss'].text} | **{u['peak_rss_mb']:,} MB** | | "
+            f"{GOALS['user_rss'].met(u['peak_rss_mb'])} |",
+            f"| 14 | a day in which 1,000 users changed: the ratings gathered again, those users recomputed | "
+            f"{GOALS['user_incremental'].text} | {u['incremental_1000_users_s']:.1f} s = "
+            f"**{u['incremental_vs_full']:.3f}x** | full: {u['stage_s']:.1f} s | "
+            f"{GOALS['user_incremental'].met(u['incremental_vs_full'])} |",
+            f"| 14 | publishing {p.get('keys', 0):,} user keys to a local redis-server | "
+            f"{GOALS['user_publish'].text} | **{p.get('keys_per_s', 0):,} keys/s = {p.get('ratio', 0):.1f}x**; Redis "
+            f"memory **{p.get('memory_mb_per_100k_users', 0):.1f} MB per 100,000 users** (`INFO memory`) | one SET "
+            f"per round trip: {p.get('set_per_round_trip_keys_per_s', 0):,} keys/s | "
+            f"{GOALS['user_publish'].met(p.get('ratio', 0))} |",
+            f"| 14 | recall@10 against float64 brute force, 300 users | {GOALS['user_recall'].text} | "
+            f"**{u['recall_at_10']:.4f}** | the API's own method (best of 500 random candidates): "
+            f"{u['recall_at_10_api_method']:.4f} | {GOALS['user_recall'].met(u['recall_at_10'])} |",
+            f"| 15 | the no-op completeness check of {p.get('verify_keys', 0):,} published keys (every value) | "
+            f"{GOALS['verify'].text} | **{p.get('verify_s', 0):.3f} s** ({p.get('verify_script_calls', 0)} "
+            f"script calls in one pipelined round trip); one key evicted: {p.get('verify_one_missing_s', 0):.3f} s | "
+            f"scripts refused (MGET of every value): {p.get('verify_fallback_mget_s', 0):.3f} s | "
+            f"{GOALS['verify'].met(p.get('verify_s', 99))} |",
+        ]
     if "noop_requests" in results:
         q = results["noop_requests"]
         lines.append(
@@ -690,6 +758,10 @@ def main() -> None:
     configure_logging("WARNING")
     saved = ROOT / "benchmarks/results.json"
     results = json.loads(saved.read_text()) if options.only and saved.exists() else {}
+    measured_on = results.setdefault("measured_on", {})
+    for name in results:  # figures kept from an earlier run keep that run's date
+        if name not in ("date", "repeats", "measured_on"):
+            measured_on.setdefault(name, results.get("date"))
     results.update({"date": dt.date.today().isoformat(), "repeats": options.repeats})
     for name, run in (
         ("embeddings", lambda: bench_embeddings(options.repeats)),
@@ -700,6 +772,7 @@ def main() -> None:
         ("noop", lambda: bench_noop(options.repeats)),
         ("explain", bench_explain),
         ("similar", lambda: bench_similar(options.repeats)),
+        ("user_recs", bench_user_recs),
         ("noop_requests", bench_noop_requests),
         ("tryout", bench_tryout),
     ):
@@ -707,6 +780,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         results[name] = run()
+        measured_on[name] = results["date"]
         print(
             f"{name}: {time.perf_counter() - started:.0f} s {json.dumps(results[name], default=str)[:400]}", flush=True
         )

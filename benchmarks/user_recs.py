@@ -14,7 +14,10 @@ movies, values and times. Figures, each a median of ``--repeats`` runs in this p
 - publishing (``--publish-users``, default 100,000 keys): keys/s of ``cache.publish_lists`` against one
   ``SET`` per round trip on a redis-server it starts, and the memory the keys take (``INFO memory``);
 - recall@10 against float64 brute force on 300 users, and that of the API's own method (the best
-  10 of 500 random candidates) on the same users.
+  10 of 500 random candidates) on the same users;
+- the completeness check of ``--verify-keys`` published keys (87,585: the similar movies of ml-32m): every
+  value compared through one server-side digest per 10,000 keys, the batches pipelined; with one key
+  evicted; and the fallback (MGET of every value) for a server that refuses scripts.
 
 Not measured here: the Luigi task around these functions (the bucket reads of the parts and the state,
 MongoDB's read of the API documents) and the completeness check.
@@ -101,7 +104,7 @@ def recall(vectors, ids, gathered, rows, sample_users, rng) -> tuple[float, floa
     return ours / total, api / total
 
 
-def publishing(count: int) -> dict[str, float]:
+def publishing(count: int, verify_keys: int = 87_585) -> dict[str, float]:
     binary = shutil.which("redis-server")
     if binary is None:
         return {}
@@ -118,7 +121,9 @@ def publishing(count: int) -> dict[str, float]:
         wait_until(client.ping, "redis-server")
         url = f"redis://127.0.0.1:{port}/0"
         ids = [str(ObjectId()) for _ in range(TOP_N * 50)]
-        lists = [(f"rec:user:{user}", ids[user % 50 * TOP_N : user % 50 * TOP_N + TOP_N]) for user in range(count)]
+        total = max(count, verify_keys)
+        lists = [(f"rec:user:{user}", ids[user % 50 * TOP_N : user % 50 * TOP_N + TOP_N]) for user in range(total)]
+        verify_lists, lists = lists, lists[:count]
         before = client.info("memory")["used_memory"]
         started = time.perf_counter()
         for _ in cache.publish_lists(url, lists, 90_000):
@@ -131,15 +136,48 @@ def publishing(count: int) -> dict[str, float]:
         for key, values in sample:
             client.set(key, cache.encode_list(values), ex=90_000)
         single = len(sample) / (time.perf_counter() - started)
-        return {
+        result = {
+            "keys": count,
             "keys_per_s": round(batched),
             "set_per_round_trip_keys_per_s": round(single),
             "ratio": round(batched / single, 1),
             "memory_mb_per_100k_users": round((after - before) / count * 100_000 / 2**20, 1),
         }
+        return {**result, **verify_cost(client, url, verify_lists[:verify_keys])}
     finally:
         server.terminate()
         server.wait()
+
+
+def verify_cost(client, url: str, lists: list[tuple[str, list[str]]]) -> dict[str, float]:
+    """The full completeness check of ``len(lists)`` published keys: digests on the server, and the fallback."""
+    client.flushall()
+    for _ in cache.publish_lists(url, lists, 90_000):
+        pass
+    keys = [key for key, _ in lists]
+    sha1s = [cache.value_sha1(values) for _, values in lists]
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert cache.differing_keys(url, keys, sha1s) == []
+        times.append(time.perf_counter() - started)
+    client.delete(keys[len(keys) // 2])  # one key evicted: found, by reading back one batch
+    started = time.perf_counter()
+    assert cache.differing_keys(url, keys, sha1s) == [keys[len(keys) // 2]]
+    one_missing = time.perf_counter() - started
+    # The fallback where scripts are refused: every value read back (MGET per batch).
+    client.execute_command("ACL", "SETUSER", "noscripts", "on", "nopass", "~*", "+@all", "-@scripting")
+    fallback_url = url.replace("redis://", "redis://noscripts@")
+    started = time.perf_counter()
+    assert len(cache.differing_keys(fallback_url, keys, sha1s)) == 1
+    fallback = time.perf_counter() - started
+    return {
+        "verify_keys": len(keys),
+        "verify_script_calls": -(-len(keys) // cache.VERIFY_BATCH),  # all in one pipelined round trip
+        "verify_s": round(statistics.median(times), 3),
+        "verify_one_missing_s": round(one_missing, 3),
+        "verify_fallback_mget_s": round(fallback, 3),
+    }
 
 
 def main() -> None:
@@ -149,6 +187,7 @@ def main() -> None:
     parser.add_argument("--ratings", type=int, default=32_000_000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--publish-users", type=int, default=100_000)
+    parser.add_argument("--verify-keys", type=int, default=87_585, help="keys the completeness check reads back")
     options = parser.parse_args()
     vectors, ids, movie_map, parts = synthetic(options.users, options.movies, options.ratings)
     everyone: dict[str, object] = {}
@@ -191,7 +230,7 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb()),
         "recall_at_10": round(ours, 4),
         "recall_at_10_api_method": round(api, 4),
-        "publishing": publishing(options.publish_users),
+        "publishing": publishing(options.publish_users, options.verify_keys),
     }
     print(json.dumps(result))
 
