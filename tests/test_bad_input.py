@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import luigi
+import numpy as np
 import pymongo
 import pytest
 import redis
@@ -346,3 +347,25 @@ def test_tomorrow_is_a_date_a_run_may_have(tmp_path: Path) -> None:
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert RunDateParameter().problem(tomorrow) is None
     assert "later than tomorrow" in RunDateParameter().problem(tomorrow + dt.timedelta(days=1))
+
+
+@pytest.mark.parametrize("bad", ["nan", "zero", "unnormalized"])
+def test_a_model_yielding_degenerate_vectors_is_refused_naming_the_movies(
+    wire_env, tmp_path: Path, model, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    # A model (or a precision setting) that yields NaN, zero or unnormalized vectors must publish nothing.
+    from mlrec_luigi import embedding
+
+    real_encode = embedding.encode
+
+    def degenerate(*args, **kwargs):
+        vectors = real_encode(*args, **kwargs).copy()
+        vectors[1] = {"nan": np.nan, "zero": 0.0, "unnormalized": 3.0}[bad]
+        return vectors
+
+    monkeypatch.setattr(embedding, "encode", degenerate)
+    bucket = wire_env(small_zip(tmp_path / "x.zip"))
+    errors = run_failing(Embeddings())
+    assert re.search(r"yields 1 embedding\(s\) that are not finite unit-length vectors .*movieId \d+ '", errors), errors
+    assert "refused, nothing written" in errors
+    assert not [key for key in bucket.list("datasets/ml/embeddings/") if key.endswith(".npy")]
