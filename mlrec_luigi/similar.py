@@ -1,7 +1,8 @@
 """Exact nearest neighbours of every movie by the cosine similarity of their embeddings.
 
-Plain numpy: a block of query rows against all vectors (one matrix product), then
-``argpartition`` for the best ``k`` of each row and a sort of those ``k`` only. Vectors are
+Plain numpy: a block of query rows against all vectors (one matrix product), then the best
+``k`` of each row (:func:`select_top_k`: a bound from group maxima, then an exact selection among
+the few groups that can hold a winner) and a sort of those ``k`` only. Vectors are
 unit length, so the dot product is the cosine. Rows are in ``movies._id`` order, so
 "ties broken by ``_id`` ascending" is "ties broken by row ascending". Memory is set by
 the block: ``rows x movies`` float32 scores plus the partition's indices.
@@ -41,14 +42,52 @@ def top_k(vectors: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarra
     return select_top_k(scores, k)
 
 
+GROUP_COLUMNS = 64  # columns per group in the bound-then-select path of select_top_k
+
+
 def select_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` highest columns, best first, ties to the lower column; exact.
 
-    Returns (columns int32, scores float32), each ``(rows, k)``. ``scores`` is overwritten
-    nowhere; columns scored ``-inf`` come last (callers mask with it).
+    Returns (columns int32, scores float32), each ``(rows, k)``. ``scores`` is not changed;
+    columns scored ``-inf`` come last (callers mask with it).
+
+    Wide rows are not partitioned whole: the columns are cut into groups of
+    :data:`GROUP_COLUMNS`, and the k-th largest group maximum bounds the k-th best score from
+    below (k groups hold a score at least that high). Where exactly k groups reach the bound,
+    every one of the k best lies in them, and no other column can tie at the cut: the selection
+    runs on those ``k x GROUP_COLUMNS`` columns only. Other rows (ties at the bound, too few
+    finite scores) take the whole-row partition.
     """
     if k == 0:
         return np.empty((len(scores), 0), np.int32), np.empty((len(scores), 0), np.float32)
+    if scores.shape[1] < 8 * GROUP_COLUMNS * k:
+        return _select_in_rows(scores, k)
+    columns = scores.shape[1]
+    starts = np.arange(0, columns, GROUP_COLUMNS)
+    maxima = np.maximum.reduceat(scores, starts, axis=1)
+    top_groups = np.argpartition(-maxima, k - 1, axis=1)[:, :k]
+    bound = np.take_along_axis(maxima, top_groups, axis=1).min(axis=1)
+    simple = ((maxima >= bound[:, None]).sum(axis=1) == k) & np.isfinite(bound)
+    neighbours = np.empty((len(scores), k), np.int64)
+    rows = np.flatnonzero(simple)
+    if len(rows):
+        groups = np.sort(top_groups[rows], axis=1)  # columns in increasing order: ties by position = by column
+        candidates = (starts[groups][:, :, None] + np.arange(GROUP_COLUMNS)).reshape(len(rows), -1)
+        inside = candidates < columns
+        candidates = np.minimum(candidates, columns - 1)
+        values = scores[rows[:, None], candidates]
+        values[~inside] = -np.inf  # past the last column (a shorter last group)
+        picked, _ = _select_in_rows(values, k)
+        neighbours[rows] = np.take_along_axis(candidates, picked.astype(np.int64), axis=1)
+    rest = np.flatnonzero(~simple)
+    if len(rest):
+        neighbours[rest] = _select_in_rows(scores[rest], k)[0]
+    result_scores = np.take_along_axis(scores, neighbours, axis=1)
+    return neighbours.astype(np.int32), result_scores.astype(np.float32)
+
+
+def _select_in_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_top_k` by partitioning every row whole (``argpartition`` at k)."""
     rows = np.arange(len(scores))
     if k >= scores.shape[1]:
         candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)

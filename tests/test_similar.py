@@ -195,3 +195,23 @@ def test_every_key_is_checked_not_a_sample(similar_env, damage: str, tmp_path: P
     assert published(client) == lists == expected_lists(db, 4)
     configure()
     assert build(UpdateSimilarMovies())["completed"] == set()
+
+
+@pytest.mark.parametrize("kind", ["distinct", "many-ties", "mostly-masked", "rounded"])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_the_grouped_selection_equals_sorting_every_row(kind: str, k: int) -> None:
+    # Wide rows take the bound-then-select path (group maxima); 81 x 64 + 53 columns: a shorter last group.
+    rng = np.random.default_rng(k)
+    scores = rng.normal(size=(40, 5_237)).astype(np.float32)
+    if kind == "many-ties":
+        scores = rng.integers(0, 4, size=scores.shape).astype(np.float32)
+    elif kind == "mostly-masked":
+        scores[rng.random(scores.shape) < 0.998] = -np.inf  # some rows have fewer than k finite scores
+    elif kind == "rounded":
+        scores = np.round(scores, 1)
+    assert scores.shape[1] >= 8 * similar.GROUP_COLUMNS * k  # the grouped path
+    columns, values = similar.select_top_k(scores, k)
+    for row in range(len(scores)):
+        expected = sorted(range(scores.shape[1]), key=lambda c: (-scores[row, c], c))[:k]
+        assert columns[row].tolist() == expected, (kind, row)
+        np.testing.assert_array_equal(values[row], scores[row, expected])
