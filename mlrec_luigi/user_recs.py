@@ -60,28 +60,37 @@ class Profiles:
 
 def liked_rows(interactions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(users, rows): each user's distinct liked movies with an embedding, as the API picks them."""
-    likes = interactions[interactions["liked"]]
-    order = np.lexsort((likes["rank"], -likes["time_us"], likes["user"]))
-    likes = likes[order]
-    starts = np.flatnonzero(np.r_[True, likes["user"][1:] != likes["user"][:-1]])
-    first = np.repeat(starts, np.diff(np.r_[starts, len(likes)]))
-    newest = likes[(np.arange(len(likes)) - first) < LIKED_LIMIT]
-    newest = newest[newest["row"] >= 0]
-    return distinct_pairs(newest["user"], newest["row"])
+    at = np.flatnonzero(interactions["liked"])
+    users = interactions["user"][at]
+    order = np.lexsort((interactions["rank"][at], -interactions["time_us"][at], users))
+    users, at = users[order], at[order]
+    del order
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    place = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    newest = at[place < LIKED_LIMIT]
+    del place, starts
+    rows = interactions["row"][newest]
+    known = rows >= 0
+    return distinct_pairs(interactions["user"][newest][known], rows[known])
 
 
 def distinct_pairs(users: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (user, row) pairs, sorted by user then row (one int64 sort, not a sort of rows)."""
+    """The distinct (user, row) pairs, sorted by user then row (one int64 sort in place, not a sort of rows)."""
     width = int(rows.max(initial=0)) + 1
-    keys = np.unique(users.astype(np.int64) * width + rows)
+    keys = users.astype(np.int64)
+    keys *= width
+    keys += rows
+    keys.sort()
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     return (keys // width).astype(np.int32), (keys % width).astype(np.int32)
 
 
 def build_profiles(interactions: np.ndarray) -> Profiles:
     """Who has a profile, their liked movies, and every user's seen movies."""
     liked_users, liked = liked_rows(interactions)
-    seen = interactions[interactions["row"] >= 0]
-    seen_users, seen_rows = distinct_pairs(seen["user"], seen["row"])
+    known = interactions["row"] >= 0
+    seen_users, seen_rows = distinct_pairs(interactions["user"][known], interactions["row"][known])
+    del known
     return Profiles(np.unique(liked_users), liked_users, liked, seen_users, seen_rows)
 
 
@@ -237,9 +246,12 @@ def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: in
     rows = np.full((len(users), k), -1, np.int32)
     if not len(users) or k == 0:
         return rows
-    wanted = np.zeros(len(gathered.users), bool)
-    wanted[users] = True
-    profiles = build_profiles(gathered.interactions[wanted[gathered.interactions["user"]]])
+    if len(users) == len(gathered.users):  # everyone: no copy of the table
+        profiles = build_profiles(gathered.interactions)
+    else:
+        wanted = np.zeros(len(gathered.users), bool)
+        wanted[users] = True
+        profiles = build_profiles(gathered.interactions[wanted[gathered.interactions["user"]]])
     for block_users, picked in recommend(profiles, vectors, k, BLOCK_USERS):
         rows[np.searchsorted(users, block_users), : picked.shape[1]] = picked
     return rows
