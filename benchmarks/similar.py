@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.support import (  # noqa: E402
     WORK,
     build,
+    median_time,
     null_mongo,
     peak_rss_mb,
     pipeline_env,
@@ -43,15 +42,6 @@ REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
 DIMENSION = 384
 TOP_N = 10
 API_SAMPLE = 500  # the API's own method: score the movie against a random $sample of 500
-
-
-def median(function: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def unit_vectors(count: int, seed: int = 11) -> np.ndarray:
@@ -128,8 +118,8 @@ def bench_stage(count: int, repeats: int) -> dict[str, Any]:
     vectors = unit_vectors(count)
     with null_mongo() as uri:
         values = stage_inputs(count, vectors, uri)
-        stage = median(lambda: run_stage(values), repeats)
-    bare = median(lambda: bare_top_k(vectors, TOP_N), repeats)
+        stage = median_time(lambda: run_stage(values), repeats)
+    bare = median_time(lambda: bare_top_k(vectors, TOP_N), repeats)
     return {"figure": "similar_stage", "movies": count, "stage_s": round(stage, 3), "bare_s": round(bare, 3),
             "ratio": round(stage / bare, 3), "goal": "<= 1.2"}  # fmt: skip
 
@@ -168,14 +158,14 @@ def bench_publish(count: int, repeats: int) -> dict[str, Any]:
                 time.sleep(0.05)
         ids = [f"{i:024x}" for i in range(count)]
         lists = [(f"rec:item:{ids[i]}", [ids[(i + j) % count] for j in range(1, TOP_N + 1)]) for i in range(count)]
-        pipelined = median(lambda: list(cache.publish_lists(url, lists, 90_000)), repeats)
+        pipelined = median_time(lambda: list(cache.publish_lists(url, lists, 90_000)), repeats)
         client = redis.Redis.from_url(url)
 
         def one_by_one() -> None:
             for key, values in lists:
                 client.set(key, cache.encode_list(values), ex=90_000)
 
-        single = median(one_by_one, repeats)
+        single = median_time(one_by_one, repeats)
     finally:
         server.terminate()
         server.wait()

@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,16 @@ def forget_loaded_chunks(bucket: Path) -> None:
         shutil.rmtree(marker)
     for marker in bucket.rglob("markers/load_interactions.json"):
         marker.unlink()
+
+
+def median_time(function: Callable[[], Any], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``function``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:

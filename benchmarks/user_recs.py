@@ -42,7 +42,7 @@ from bson import ObjectId
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
+from benchmarks.support import median_time, peak_rss_mb, reset_peak_rss  # noqa: E402
 from mlrec_luigi import cache, user_recs  # noqa: E402
 from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
 from tests.support.processes import free_port, wait_until  # noqa: E402
@@ -76,15 +76,6 @@ def bare(profiles: user_recs.Profiles, unit: np.ndarray, vectors: np.ndarray, k:
         scores = unit[start : start + user_recs.BLOCK_USERS] @ vectors.T
         user_recs.mask_seen(scores, users, profiles)
         np.argpartition(-scores, k, axis=1)[:, :k]
-
-
-def timed(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def recall(vectors, ids, gathered, rows, sample_users, rng) -> tuple[float, float]:
@@ -203,13 +194,13 @@ def main() -> None:
         everyone["rows"] = user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, TOP_N)
 
     reset_peak_rss()  # the stage's own peak: the input (parts, vectors) and what it builds from them
-    stage_s = timed(stage, options.repeats)
+    stage_s = median_time(stage, options.repeats)
     stage_peak_mb = peak_rss_mb()
     gathered = everyone["gathered"]
     profiles = user_recs.build_profiles(gathered.interactions)
     unit = profiles.vectors(vectors, 0, len(profiles.users))
-    bare_s = timed(lambda: bare(profiles, unit, vectors, TOP_N), options.repeats)
-    matmul_s = timed(
+    bare_s = median_time(lambda: bare(profiles, unit, vectors, TOP_N), options.repeats)
+    matmul_s = median_time(
         lambda: [
             unit[s : s + user_recs.BLOCK_USERS] @ vectors.T
             for s in range(0, len(profiles.users), user_recs.BLOCK_USERS)
@@ -222,7 +213,7 @@ def main() -> None:
         again = user_recs.gather(parts, movie_map, ids, [])
         user_recs.user_lists(again, changed, vectors, TOP_N)
 
-    incremental_s = timed(incremental, options.repeats)
+    incremental_s = median_time(incremental, options.repeats)
     rng = np.random.default_rng(9)
     ours, api = recall(vectors, ids, gathered, everyone["rows"], rng.choice(len(gathered.users), 300, False), rng)
     result = {
