@@ -30,8 +30,8 @@ from tests.support.zips import real_slice  # noqa: E402
 
 REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
 # The markers a no-op DailyRun reads: DailyRun, UpdatePopular, UpdateSimilarMovies, LoadInteractions,
-# LoadMovies, PrepareRatings, Embeddings.
-STAGE_MARKERS = 7
+# LoadMovies, PrepareRatings, Embeddings, UpdateUserRecommendations.
+STAGE_MARKERS = 8
 
 
 class Counting(ForwardingHandler):

@@ -448,22 +448,34 @@ def bench_noop_requests() -> dict[str, Any]:
 def bench_tryout() -> dict[str, Any]:
     """The README's first command on the try-out default (mongomock, local bucket), after set-up."""
     folder = Path(tempfile.mkdtemp(dir=WORK))
-    env = subprocess_env(folder, MOVIELENS_URL=REAL_ZIP.as_uri(), MONGODB_URI="")
+    env = subprocess_env(
+        folder, MOVIELENS_URL=REAL_ZIP.as_uri(), MONGODB_URI="", TRYOUT_STORE=str(folder / "mongomock.bson")
+    )
+    command = ["bash", "scripts/run-pipeline.sh", "--lock-pid-dir", str(folder), "--date", "2026-11-24"]
     started = time.perf_counter()
-    result = subprocess.run(
-        ["bash", "scripts/run-pipeline.sh", "--lock-pid-dir", str(folder)], cwd=ROOT, env=env, capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
+    reruns = []  # the no-op the README promises: the store read back, every stage complete
+    for _ in range(3):
+        started = time.perf_counter()
+        again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        reruns.append(time.perf_counter() - started)
+        if again.returncode != 0 or '"task finished"' in again.stderr:
+            raise RuntimeError(f"the rerun was not a no-op: {again.stderr[-3000:]}")
     durations = {}
     for line in result.stderr.splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
             if event.get("event") == "task finished":
                 durations[event["task"]] = round(durations.get(event["task"], 0) + event["duration_s"], 1)
-    return {"seconds": round(seconds, 1), "tasks_s": durations}
+    return {
+        "seconds": round(seconds, 1),
+        "tasks_s": durations,
+        "noop_rerun_s": round(statistics.median(reruns), 2),
+        "store_mb": round((folder / "mongomock.bson").stat().st_size / 2**20, 1),
+    }
 
 
 # --- report -------------------------------------------------------------------------------
@@ -574,7 +586,7 @@ GOALS = {
     "similar_publish": Goal(">= 20x a SET per round trip", 20, at_most=False),
     "similar_recall": Goal("1.0", 1.0, at_most=False),
     "user_stage": Goal("<= 1.3x the bare computation", 1.3),
-    "user_bare_vs_matmul": Goal("<= 2x the bare matmul", 2.0),
+    "user_bare_vs_matmul": Goal("<= 2x the matmul alone", 2.0),
     "user_rss": Goal("< 2 GB", 2047),
     "user_incremental": Goal("<= 0.10x the full computation", 0.10),
     "user_publish": Goal(">= 20x a SET per round trip", 20, at_most=False),
@@ -678,9 +690,10 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
             f"mask, exact top-k), {where} | {GOALS['user_stage'].text} | {u['stage_s']:.1f} s = "
             f"**{u['stage_vs_bare']:.3f}x** | bare (the same profiles: matmul + mask + argpartition): "
             f"{u['bare_s']:.1f} s | {GOALS['user_stage'].met(u['stage_vs_bare'])} |",
-            f"| 14 | the bare computation against its matrix product alone | {GOALS['user_bare_vs_matmul'].text} | "
-            f"**{u['bare_vs_matmul']:.2f}x** | matmul alone: {u['matmul_only_s']:.1f} s | "
-            f"{GOALS['user_bare_vs_matmul'].met(u['bare_vs_matmul'])} |",
+            f"| 14 | the stage (selection by group bounds, masking, gathering, profiles) against the matrix "
+            f"product alone | {GOALS['user_bare_vs_matmul'].text} | **{u['stage_vs_matmul']:.2f}x** "
+            f"(the bare computation with `argpartition`: {u['bare_vs_matmul']:.2f}x) | matmul alone: "
+            f"{u['matmul_only_s']:.1f} s | {GOALS['user_bare_vs_matmul'].met(u['stage_vs_matmul'])} |",
             f"| 14 | peak RSS of that process | {GOALS['user_rss'].text} | **{u['peak_rss_mb']:,} MB** | | "
             f"{GOALS['user_rss'].met(u['peak_rss_mb'])} |",
             f"| 14 | a day in which 1,000 users changed: the ratings gathered again, those users recomputed | "
@@ -717,6 +730,12 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
             f"| {GOALS['tryout'].text} | **{t['seconds']:.0f} s** ({slowest}) | about 6 min before | "
             f"{GOALS['tryout'].met(t['seconds'])} |"
         )
+        if "noop_rerun_s" in t:
+            lines.append(
+                f"| 17 | its rerun: a no-op with the try-out store (`var/mongomock.bson`, {t['store_mb']:.0f} MB) "
+                f"read back | {GOALS['noop'].text} | **{t['noop_rerun_s']:.2f} s** (`scripts/run-pipeline.sh`, "
+                f"set-up check included) | | {GOALS['noop'].met(t['noop_rerun_s'])} |"
+            )
     lines += [
         f"| 3 | no-op rerun of the whole DAG (`luigi` command) | {GOALS['noop'].text} | **{n['noop_s']:.2f} s**, heavy "
         f"modules imported: {n['heavy_modules_imported']} | `python -c 'import luigi, pandas, pymongo'` "
