@@ -61,6 +61,8 @@ REFUSALS = {
 
 
 def _refusal(error: Exception) -> str | None:
+    if isinstance(error, redis.exceptions.NoPermissionError):  # redis-py drops the NOPERM code from its text
+        return REFUSALS["NOPERM"]
     text = str(error)
     return next((words for sign, words in REFUSALS.items() if sign in text), None)
 

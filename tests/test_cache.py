@@ -51,3 +51,48 @@ def test_publishing_falls_back_to_pipelined_sets_where_scripts_are_refused(redis
     assert list(cache.publish_lists(url, lists, 500)) == [1_000, 1_500]
     assert cache.read_lists(redis_url, [key for key, _ in lists]) == [values for _, values in lists]
     assert all(490 < ttl <= 500 for ttl in cache.ttls(redis_url, [key for key, _ in lists]))
+
+
+@pytest.fixture
+def replica_url(redis_url: str, tmp_path) -> object:
+    """A read-only replica of the test redis-server (what a failover can leave a URL pointing at)."""
+    from tests.support.env import redis_command
+    from tests.support.processes import background, wait_until
+
+    primary = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = free_port()
+    with background(redis_command(port, tmp_path, "--replicaof", "127.0.0.1", str(primary)), tmp_path / "r.log"):
+        wait_until(lambda: redis.Redis(port=port).info("replication")["master_link_status"] == "up", "replica")
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.mark.parametrize("refusal", ["out-of-memory", "read-only-replica", "no-permission"])
+@pytest.mark.parametrize("writer", ["one list", "many lists"])
+def test_redis_refusing_writes_is_named_and_the_keys_stay(
+    redis_url: str, request: pytest.FixtureRequest, refusal: str, writer: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("rec:item:kept", '["old"]')
+    url, cause = redis_url, ""
+    if refusal == "out-of-memory":
+        client.config_set("maxmemory", "1")
+        cause = r"Redis is out of memory \(maxmemory reached\) \(used \S+ of maxmemory 1B\)"
+    elif refusal == "read-only-replica":
+        url = request.getfixturevalue("replica_url")
+        cause = r"Redis is a read-only replica \(a failover\?\)"
+    else:
+        client.execute_command("ACL", "SETUSER", "reader", "on", "nopass", "~*", "+@read", "+@connection")
+        url = redis_url.replace("redis://", "redis://reader@")
+        cause = r"the Redis user lacks a permission \(ACL\)"
+    try:
+        with pytest.raises(
+            cache.RedisUnavailable, match=rf"^REDIS_URL redis://\S+: cannot publish \S+( lists)?: {cause}"
+        ):
+            if writer == "one list":
+                cache.publish_list(url, "rec:item:kept", ["new"], 100)
+            else:
+                list(cache.publish_lists(url, [("rec:item:kept", ["new"]), ("rec:item:other", ["x"])], 100))
+    finally:
+        client.config_set("maxmemory", "0")
+        client.execute_command("ACL", "DELUSER", "reader")
+    assert client.get("rec:item:kept") == b'["old"]'

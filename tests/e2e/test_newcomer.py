@@ -87,3 +87,10 @@ def test_a_failed_night_reaches_crons_mail_and_an_overlap_exits_10_with_one_log_
     assert overlap.returncode == 10 and overlap.stdout == "", overlap.stdout + overlap.stderr
     after = (var / "log/pipeline.jsonl").read_text().splitlines()
     assert len(after) == len(log) + 1 and json.loads(after[-1])["event"] == "already running"
+
+
+def test_the_report_with_a_bad_setting_says_so_in_one_line(tmp_path: Path) -> None:
+    env = newcomer_env(tmp_path, POPULARITY_TOP_N="many")
+    report = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report"], env, timeout_s=120)
+    assert report.returncode == 2 and report.stdout == ""
+    assert report.stderr.strip() == "error: POPULARITY_TOP_N must be an integer, got 'many'"
