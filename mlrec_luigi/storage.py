@@ -214,6 +214,9 @@ class GCSBucket(Bucket):
     def __init__(self, name: str, emulator_host: str | None = None) -> None:
         from google.cloud import storage
 
+        # google-cloud-storage looks the bucket up (one request per process, in a background thread) only
+        # to label OpenTelemetry spans, which this pipeline does not export: a no-op run should not pay it.
+        os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
         if emulator_host:
             from google.auth.credentials import AnonymousCredentials
 
