@@ -60,15 +60,16 @@ class Profiles:
 
 def liked_rows(interactions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(users, rows): each user's distinct liked movies with an embedding, as the API picks them."""
-    at = np.flatnonzero(interactions["liked"])
+    at = np.flatnonzero(interactions["liked"]).astype(np.int32 if len(interactions) < 2**31 else np.int64)
     users = interactions["user"][at]
     order = np.lexsort((interactions["rank"][at], -interactions["time_us"][at], users))
     users, at = users[order], at[order]
     del order
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    place = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]).astype(at.dtype)
+    place = np.arange(len(users), dtype=at.dtype)
+    place -= np.repeat(starts, np.diff(np.r_[starts, len(users)]))
     newest = at[place < LIKED_LIMIT]
-    del place, starts
+    del place, starts, at
     rows = interactions["row"][newest]
     known = rows >= 0
     return distinct_pairs(interactions["user"][newest][known], rows[known])
