@@ -112,9 +112,11 @@ def recommend(
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each block of profile users: (user indices, rows int32 (users, k), -1 where fewer candidates)."""
+    buffer = np.empty((min(block_users, len(profiles.users)), vectors.shape[0]), np.float32)
     for start in range(0, len(profiles.users), block_users):
         users = profiles.users[start : start + block_users]
-        scores = profiles.vectors(vectors, start, start + block_users) @ vectors.T
+        # One buffer for every block: no fresh 180 MB of scores to fault in per block.
+        scores = np.matmul(profiles.vectors(vectors, start, start + block_users), vectors.T, out=buffer[: len(users)])
         mask_seen(scores, users, profiles)
         picked, picked_scores = select_top_k(scores, min(k, vectors.shape[0]))
         picked[picked_scores == -np.inf] = -1  # fewer candidates than k
