@@ -6,6 +6,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from mlrec_luigi import mongo, standins
+from mlrec_luigi.settings import SettingsError
 
 
 @pytest.fixture
@@ -33,3 +34,29 @@ def test_aggregate_with_a_leading_match_answers_as_before(database) -> None:
     expected = [{"_id": m, "n": sum(1 for i in range(500) if i % 7 == m and i % 5 >= 3)} for m in range(7)]
     assert list(database.ratings.aggregate(pipeline)) == expected
     assert next(iter(database.ratings.aggregate(pipeline[1:])))["n"] == sum(1 for i in range(500) if i % 7 == 0)
+
+
+def test_the_try_out_store_gives_back_what_it_kept(tmp_path) -> None:
+    import datetime as dt
+
+    from bson import ObjectId
+
+    from mlrec_luigi import mongo, standins
+
+    uri = f"mongomock://localhost/mlrec?store={tmp_path / 'store.bson'}"
+    db = mongo.connect(uri)["mlrec"]
+    movies = [{"_id": ObjectId(), "movieId_ml": i, "embedding": [i / 3, -0.1 * i, 1e-300]} for i in range(5)]
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)
+    db.movies.insert_many([dict(m) for m in movies])
+    db.movies.create_index("movieId_ml", unique=True, name="movieId_ml_unique")
+    db.interactions.insert_one({"userId": "1", "timestamp": when, "value": 4.5})
+    standins.save_mongomock()
+    mongo.forget_clients()  # a new process
+    again = mongo.connect(uri)["mlrec"]
+    assert list(again.movies.find()) == movies  # the vectors bit for bit, the ids, in order
+    assert again.interactions.find_one({"timestamp": {"$gte": when}})["value"] == 4.5
+    assert "movieId_ml_unique" in again.movies.index_information()
+    (tmp_path / "store.bson").write_bytes(b"\x05\x00")
+    mongo.forget_clients()
+    with pytest.raises(SettingsError, match=r"store\.bson, the try-out MongoDB's store, is damaged"):
+        mongo.connect(uri)
