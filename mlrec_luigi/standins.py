@@ -90,16 +90,17 @@ def _load(client: Any, path: Path) -> None:
     from mongomock.store import CollectionStore
 
     try:
-        with path.open("rb") as data:
-            documents = bson.decode_file_iter(data, _STORED)  # naive UTC datetimes, as mongomock keeps them
-            for header in documents:
-                store = CollectionStore(header["_collection"])
-                store.create()
-                store.indexes = {n: {**i, "key": [tuple(k) for k in i["key"]]} for n, i in header["indexes"].items()}
-                for _ in range(header["_count"]):
-                    document = next(documents)
-                    store._documents[document["_id"]] = document
-                client._store[header["_db"]]._collections[header["_collection"]] = store
+        # One decode of the whole file (twice as fast as a document at a time); naive UTC datetimes,
+        # as mongomock keeps them.
+        documents = iter(bson.decode_all(path.read_bytes(), _STORED))
+        for header in documents:
+            store = CollectionStore(header["_collection"])
+            store.create()
+            store.indexes = {n: {**i, "key": [tuple(k) for k in i["key"]]} for n, i in header["indexes"].items()}
+            for _ in range(header["_count"]):
+                document = next(documents)
+                store._documents[document["_id"]] = document
+            client._store[header["_db"]]._collections[header["_collection"]] = store
     except (bson.errors.BSONError, KeyError, StopIteration, TypeError) as error:
         raise SettingsError(
             f"{path}, the try-out MongoDB's store, is damaged ({type(error).__name__}): delete it to start afresh"
