@@ -62,7 +62,7 @@ def save_mongomock() -> None:
     """Write the stand-in's data to its store file, if it has one (atomically: a kill leaves the old file)."""
     if _mongomock_client.cache_info().currsize == 0:
         return
-    for path in _saved_paths():
+    for path in sorted(_STORES):
         client, _ = _mongomock_client(path)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,10 +80,6 @@ def save_mongomock() -> None:
 
 
 _STORES: set[Path] = set()
-
-
-def _saved_paths() -> list[Path]:
-    return sorted(_STORES)
 
 
 def _load(client: Any, path: Path) -> None:

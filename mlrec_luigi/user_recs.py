@@ -125,11 +125,6 @@ def recommend(
         yield users, picked
 
 
-def list_digest(values: Sequence[str]) -> str:
-    """A stable digest of one user's list (what the published record keeps)."""
-    return hashlib.sha1("\n".join(values).encode(), usedforsecurity=False).hexdigest()
-
-
 def doc_fingerprints(users: np.ndarray, payloads: Sequence[bytes], count: int) -> np.ndarray:
     """Per user: an order-independent fingerprint of their API interactions (0: none).
 
