@@ -140,10 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
         return 1 if problem else 0
     print(summarize(manifest))
+    from mlrec_luigi.storage import DamagedObject
+    from mlrec_luigi.tasks.movies import read_movie_map  # the one checked reader of the map
+
     zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
-    movies = movielens.read_movies(zip_path, settings.max_member_bytes)
-    id_map = bucket.read_json(layout.movie_id_map_key(settings))
-    title_of = {id_map[str(m)]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if str(m) in id_map}
+    try:
+        movies = movielens.read_movies(zip_path, settings.max_member_bytes)
+        id_map = read_movie_map(bucket, settings)
+    except (DamagedObject, movielens.DatasetError) as error:
+        print(f"damaged: {error}")
+        return 1
+    title_of = {id_map[m]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if m in id_map}
     popular = manifest["stages"].get("popular") or {}
     print(titles(popular, title_of, settings.redis_url))
     if options.png:

@@ -227,3 +227,20 @@ def test_a_damaged_run_report_is_named_by_the_probe(pipeline: Pipeline) -> None:
     code, _ = pipeline.run(date="2026-12-01")  # the next daily run writes it again
     assert code == 0
     assert pipeline.bucket.read_json(f"{DS}/runs/latest.json")["date"] == "2026-12-01"
+
+
+def test_the_report_names_a_damaged_map_in_one_line(pipeline: Pipeline) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.processes import PROJECT
+
+    pipeline.damage(f"{DS}/movie_id_map.json", "not-json")
+    report = subprocess.run(
+        [sys.executable, "-m", "mlrec_luigi.report"], cwd=PROJECT, env=pipeline.env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 1 and "Traceback" not in report.stderr, report.stderr[-2000:]
+    last = report.stdout.strip().splitlines()[-1]
+    assert last.startswith("damaged: ") and "movie_id_map.json is damaged (not JSON)" in last
+    recovers(pipeline, "2026-12-01")  # the next daily run rebuilds the map from `movies`, ids unchanged
