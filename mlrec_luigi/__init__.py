@@ -16,7 +16,7 @@ import atexit
 import sys
 from pathlib import Path
 
-from mlrec_luigi import tasks
+from mlrec_luigi import causes, tasks
 from mlrec_luigi.logs import configure_logging
 from mlrec_luigi.settings import SettingsError, get_settings
 from mlrec_luigi.tasks import *  # noqa: F403 - the tasks are the package's interface, listed once in tasks/
@@ -30,6 +30,7 @@ except SettingsError:
     configure_logging()
 
 if Path(sys.argv[0]).name == "luigi":  # the command a person reads: its last line is the cause of a failure
+    causes.share_with_workers()  # forked workers (--workers N) record theirs where this process reads them
     atexit.register(say_the_cause_last)
 
 __all__ = tasks.__all__

@@ -19,6 +19,7 @@ from itertools import islice
 import numpy as np
 import redis
 
+from mlrec_luigi.errors import Damaged, Expected
 from mlrec_luigi.npy import from_npy
 from mlrec_luigi.settings import redact
 
@@ -34,7 +35,7 @@ NO_REDIS = "no_redis"  # REDIS_URL unset: computed and recorded, not published
 NOT_LIVE = "not_live"  # a backfill: the live key belongs to the newest date run
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(Expected, RuntimeError):
     """Redis cannot be reached or refused the write; the message names the (redacted) URL."""
 
 
@@ -240,7 +241,7 @@ def differing_keys(url: str, keys: Sequence[str], sha1s: Sequence[str]) -> list[
         raise _failed(url, f"read back {len(keys)} key(s)", error) from None
 
 
-class RecordDamaged(ValueError):
+class RecordDamaged(Damaged):
     """A record of published keys cannot be read; the message names it."""
 
 

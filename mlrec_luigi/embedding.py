@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlrec_luigi.errors import Damaged, Expected
 from mlrec_luigi.npy import from_npy, to_npy
 
 if TYPE_CHECKING:
@@ -23,11 +24,11 @@ UNIT_NORM_TOLERANCE = 1e-3
 PACKAGED_MODEL_NAMES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
 
-class ChunkDamaged(ValueError):
+class ChunkDamaged(Damaged):
     """An embedding chunk cannot be read or holds vectors that are not unit length."""
 
 
-class ModelError(RuntimeError):
+class ModelError(Expected, RuntimeError):
     """The configured model cannot be resolved or loaded; the message names HF_MODEL_NAME."""
 
 

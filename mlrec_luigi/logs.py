@@ -12,29 +12,10 @@ import logging
 import sys
 from typing import Any
 
+from mlrec_luigi.errors import expected_names, is_expected
 from mlrec_luigi.settings import SettingsError, get_settings, redact
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-# Errors a user causes (a setting, the data, a service down): their message says it all,
-# so they are logged as one line, without a traceback.
-EXPECTED_ERRORS = frozenset(
-    {
-        "SettingsError",
-        "DatasetError",
-        "SourceError",
-        "SourceChanged",
-        "MongoUnavailable",
-        "RedisUnavailable",
-        "ModelError",
-        "InteractionsLost",
-        "ChunkDamaged",
-        "BlockDamaged",
-        "StateDamaged",
-        "DamagedObject",
-        "RecordDamaged",
-        "CheckFailed",
-    }
-)
 _TRACEBACK = "Traceback (most recent call last):"
 # Python's levels as Google Cloud Logging's severities (what a log-based alert on errors matches).
 SEVERITY = {
@@ -52,9 +33,9 @@ def _one_line(record: logging.LogRecord) -> tuple[str, bool]:
     if _TRACEBACK in message:  # Luigi formats the traceback of a failing complete() into its message
         head, _, trace = message.partition(_TRACEBACK)
         last = trace.strip().splitlines()[-1] if trace.strip() else ""
-        if last.split(":", 1)[0].rsplit(".", 1)[-1] in EXPECTED_ERRORS:
+        if last.split(":", 1)[0].rsplit(".", 1)[-1] in expected_names():
             return f"{head.strip().rstrip(':')}: {last}", False
-    if record.exc_info and record.exc_info[1] is not None and type(record.exc_info[1]).__name__ in EXPECTED_ERRORS:
+    if record.exc_info and record.exc_info[1] is not None and is_expected(record.exc_info[1]):
         error = record.exc_info[1]
         return f"{message}: {type(error).__name__}: {error}", False
     return message, True

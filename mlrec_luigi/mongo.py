@@ -7,9 +7,11 @@ stand-in (``standins.py``; kept in a file with ``?store=PATH``) so the pipeline 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,9 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from mlrec_luigi import standins
 from mlrec_luigi.documents import PART_FIELD, MovieIds, cyclic_gc_paused, interaction_bson
-from mlrec_luigi.settings import Settings, SettingsError, redact
+from mlrec_luigi.errors import Expected
+from mlrec_luigi.logs import log_event
+from mlrec_luigi.settings import Settings, redact
 
 DUPLICATE_KEY = 11000
 SERVER_SELECTION_TIMEOUT_MS = 5_000
@@ -50,20 +54,31 @@ INTERACTION_INDEXES = [
 ]
 
 
-class MongoUnavailable(RuntimeError):
+class MongoUnavailable(Expected, RuntimeError):
     """MongoDB cannot be reached; the message names the (redacted) URI."""
 
 
 def open_mongo(settings: Settings) -> Database:
-    """The pipeline's database, as the settings name it (``mongomock://``: the in-process stand-in).
+    """The pipeline's database, as the settings name it (the try-out store when ``MONGODB_URI`` is unset).
 
     Raises:
-        SettingsError: ``MONGODB_URI`` is not set.
         MongoUnavailable: the server does not answer within 5 s or refuses the URI.
     """
-    if not settings.mongodb_uri:
-        raise SettingsError("MONGODB_URI is not set: the pipeline needs a MongoDB to write to")
-    return connect(settings.mongodb_uri)[settings.mongodb_database]
+    uri = settings.mongodb_uri or ""
+    if settings.mongodb_is_tryout:
+        _warn_tryout(settings.tryout_store)
+    return connect(uri)[settings.mongodb_database]
+
+
+@functools.cache
+def _warn_tryout(store: Path) -> None:
+    log_event(
+        logging.getLogger("mlrec_luigi"),
+        f"MONGODB_URI is not set: using the try-out store {store} (an in-process MongoDB stand-in kept between "
+        "runs; not for production). Set MONGODB_URI (environment, .env or MLREC_ENV_FILE) for a real MongoDB.",
+        logging.WARNING,
+        store=str(store),
+    )
 
 
 def connect(uri: str) -> pymongo.MongoClient:

@@ -20,6 +20,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from mlrec_luigi.errors import Expected
 from mlrec_luigi.npy import from_npy, to_npy
 
 REQUIRED_MEMBERS = ("movies.csv", "ratings.csv")
@@ -35,7 +36,7 @@ MAX_REPORTED_ROWS = 10
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
-class DatasetError(ValueError):
+class DatasetError(Expected, ValueError):
     """The dataset is unusable; the message names the file and, where known, the row."""
 
 

@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from mlrec_luigi.errors import Expected
+
 DEFAULT_MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POPULAR_REDIS_KEY = "rec:fallback:popular"
@@ -27,6 +29,7 @@ SIMILAR_REDIS_PREFIX = "rec:item:"
 USER_REDIS_PREFIX = "rec:user:"
 MIN_SIMILAR_TTL_SECONDS = 86_400  # the API's own cache time: a daily run must refresh keys before they lapse
 MAX_INT = 2**31 - 1
+TRYOUT_SCHEME = "mongomock://"  # the in-process MongoDB stand-in (standins.py)
 
 # scheme://userinfo@ up to the last "@" of the token: a password may hold "/", "#" or "@" raw.
 _URI_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s'\"<>]*)@")
@@ -36,7 +39,7 @@ _BAD_DATABASE_CHARS = set('/\\. "$*<>:|?\0')
 MIN_SCRUBBED_SECRET = 3
 
 
-class SettingsError(ValueError):
+class SettingsError(Expected, ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 
@@ -87,12 +90,14 @@ class Settings:
     local_bucket_dir: Path = Path("var/bucket")
     cache_dir: Path = Path("var/cache")
     mongodb_uri: str | None = field(default=None, repr=False)
+    tryout_store: Path = Path("var/mongomock.bson")
+    mongodb_is_tryout: bool = field(default=False, metadata={"derived": True})  # from MONGODB_URI unset
     mongodb_database: str = "mlrec"
     movielens_url: str = DEFAULT_MOVIELENS_URL
     movielens_zip_filename: str = "ml-latest-small.zip"
     hf_model_name: str = DEFAULT_MODEL_NAME
     hf_device: str = "cpu"
-    hf_hub_offline: bool = False
+    hf_hub_offline: bool = True
     embedding_precision: str = "fp32"
     embedding_batch_size: int = 64
     embedding_chunk_size: int = 1000
@@ -253,6 +258,12 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
     if not zip_filename.endswith(".zip") or "/" in zip_filename:
         raise SettingsError(f"MOVIELENS_ZIP_FILENAME must be a file name ending in .zip, got {zip_filename!r}")
     mongodb_uri = _uri(values, "MONGODB_URI", ("mongodb", "mongodb+srv", "mongomock"))
+    # The try-out default is decided here, after the environment, `.env` and MLREC_ENV_FILE are all read:
+    # a MONGODB_URI set any of those ways is never replaced, reachable or not.
+    tryout_store = Path(_text(values, "TRYOUT_STORE") or DEFAULTS.tryout_store)
+    mongodb_is_tryout = mongodb_uri is None
+    if mongodb_is_tryout:
+        mongodb_uri = f"{TRYOUT_SCHEME}localhost/mlrec?store={tryout_store}"
     log_level = (_text(values, "LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
@@ -265,12 +276,14 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         local_bucket_dir=_folder(values, "LOCAL_BUCKET_DIR", DEFAULTS.local_bucket_dir),
         cache_dir=_folder(values, "CACHE_DIR", DEFAULTS.cache_dir),
         mongodb_uri=mongodb_uri,
+        tryout_store=tryout_store,
+        mongodb_is_tryout=mongodb_is_tryout,
         mongodb_database=_mongodb_database(mongodb_uri, values),
         movielens_url=url,
         movielens_zip_filename=zip_filename,
         hf_model_name=_text(values, "HF_MODEL_NAME") or DEFAULTS.hf_model_name,
         hf_device=_text(values, "HF_DEVICE") or DEFAULTS.hf_device,
-        hf_hub_offline=(_text(values, "HF_HUB_OFFLINE") or "0").lower() in ("1", "true", "yes", "on"),
+        hf_hub_offline=(_text(values, "HF_HUB_OFFLINE") or "1").lower() in ("1", "true", "yes", "on"),
         embedding_precision=_choice(values, "EMBEDDING_PRECISION", DEFAULTS.embedding_precision, ("fp32", "bf16")),
         embedding_batch_size=_integer(values, "EMBEDDING_BATCH_SIZE", DEFAULTS.embedding_batch_size, maximum=65_536),
         embedding_chunk_size=_integer(

@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mlrec_luigi.errors import Damaged
 from mlrec_luigi.npy import from_npy, to_npy
 
 SUB_BLOCK_ROWS = 256  # query rows per matrix product: bounds the scores matrix
 
 
-class BlockDamaged(ValueError):
+class BlockDamaged(Damaged):
     """A block file cannot be read; the message names it."""
 
 

@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 import urllib3
 
+from mlrec_luigi.errors import Expected
+
 BLOCK_BYTES = 1024 * 1024
 HTTP_TIMEOUT_S = 60
 HTTP_RETRIES = 5
@@ -32,7 +34,7 @@ ALLOWED_SCHEMES = ("https", "http", "file", "gs")
 _MD5_TOKEN = re.compile(r"\b([0-9a-fA-F]{32})\b")
 
 
-class SourceError(RuntimeError):
+class SourceError(Expected, RuntimeError):
     """The dataset could not be fetched or failed verification; the message names the URL."""
 
 
@@ -49,7 +51,9 @@ class Fetched:
 def _check_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in ALLOWED_SCHEMES:
-        raise SourceError(f"unsupported URL scheme {scheme!r} in {url}: use one of {', '.join(ALLOWED_SCHEMES)}")
+        raise SourceError(
+            f"unsupported URL scheme {scheme!r} in MOVIELENS_URL {url}: use one of {', '.join(ALLOWED_SCHEMES)}"
+        )
     return scheme
 
 
@@ -116,20 +120,20 @@ def fetch(
     """
     scheme = _check_scheme(url)
     if scheme == "gs" and gs_open is None:
-        raise SourceError(f"no GCS reader configured for {url}")
+        raise SourceError(f"no GCS reader configured for MOVIELENS_URL {url}")
     if scheme in ("http", "https"):
         fetched, expected = _fetch_http(url, destination, on_progress)
         if expected is not None and fetched.size != expected:
-            raise SourceError(f"truncated download of {url}: got {fetched.size} of {expected} bytes")
+            raise SourceError(f"truncated download of MOVIELENS_URL {url}: got {fetched.size} of {expected} bytes")
         return fetched
     try:
         with gs_open(url) if scheme == "gs" and gs_open else _open(url) as stream:
             expected = _content_length(stream)
             fetched = copy_with_checksums(stream, destination, on_progress)
     except (OSError, urllib.error.URLError) as error:
-        raise SourceError(f"could not download {url}: {error}") from error
+        raise SourceError(f"could not download MOVIELENS_URL {url}: {error}") from error
     if expected is not None and fetched.size != expected:
-        raise SourceError(f"truncated download of {url}: got {fetched.size} of {expected} bytes")
+        raise SourceError(f"truncated download of MOVIELENS_URL {url}: got {fetched.size} of {expected} bytes")
     return fetched
 
 
@@ -155,10 +159,10 @@ def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] 
             try:
                 response = pool.request("GET", url, headers=headers, preload_content=False)
             except urllib3.exceptions.HTTPError as error:
-                raise SourceError(f"could not download {url}: {_reason(error)}") from None
+                raise SourceError(f"could not download MOVIELENS_URL {url}: {_reason(error)}") from None
             try:
                 if response.status >= 400:
-                    raise SourceError(f"could not download {url}: HTTP {response.status}")
+                    raise SourceError(f"could not download MOVIELENS_URL {url}: HTTP {response.status}")
                 if size and response.status != 206:  # the server ignored Range: start over
                     writer.restart()
                     size = 0
@@ -172,7 +176,7 @@ def _fetch_http(url: str, destination: Path, on_progress: Callable[[int], None] 
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 if resumes >= HTTP_RESUMES:
                     raise SourceError(
-                        f"could not download {url} after {resumes} resumptions: {_reason(error)}"
+                        f"could not download MOVIELENS_URL {url} after {resumes} resumptions: {_reason(error)}"
                     ) from None
             finally:
                 response.release_conn()
@@ -206,16 +210,16 @@ def published_md5(url: str) -> str | None:
     except urllib.error.HTTPError as error:
         if error.code in (403, 404):
             return None
-        raise SourceError(f"could not read {url}.md5: HTTP {error.code}") from error
+        raise SourceError(f"could not read MOVIELENS_URL {url}.md5: HTTP {error.code}") from error
     except (OSError, urllib.error.URLError) as error:
-        raise SourceError(f"could not read {url}.md5: {error}") from error
+        raise SourceError(f"could not read MOVIELENS_URL {url}.md5: {error}") from error
     match = _MD5_TOKEN.search(text)
     if match is None:
-        raise SourceError(f"{url}.md5 holds no md5 checksum")
+        raise SourceError(f"MOVIELENS_URL {url}.md5 holds no md5 checksum")
     return match.group(1).lower()
 
 
 def verify_md5(url: str, fetched: Fetched, expected: str | None) -> None:
     """Raise SourceError when a published md5 disagrees with the downloaded bytes."""
     if expected is not None and expected != fetched.md5:
-        raise SourceError(f"md5 mismatch for {url}: published {expected}, downloaded {fetched.md5}")
+        raise SourceError(f"md5 mismatch for MOVIELENS_URL {url}: published {expected}, downloaded {fetched.md5}")

@@ -72,7 +72,7 @@ def save_mongomock() -> None:
                     if not store.is_created:
                         continue
                     header = {"_db": db_name, "_collection": name, "_count": len(store._documents)}
-                    indexes = {n: {**i, "key": [list(k) for k in i["key"]]} for n, i in store.indexes.items()}
+                    indexes = {n: _stored_index(i) for n, i in store.indexes.items()}
                     out.write(bson.encode({**header, "indexes": indexes}))
                     for document in store._documents.values():
                         out.write(bson.encode(document))
@@ -80,6 +80,21 @@ def save_mongomock() -> None:
 
 
 _STORES: set[Path] = set()
+_KEY_KIND = "_key_kind"
+
+
+def _stored_index(index: Mapping[str, Any]) -> dict[str, Any]:
+    """An index as BSON can hold it: its key as pairs, and the kind of key mongomock made (so it compares equal)."""
+    return {**index, "key": [list(pair) for pair in index["key"]], _KEY_KIND: type(index["key"]).__name__}
+
+
+def _loaded_index(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The index as mongomock made it: ``create_index`` with the same options must find it equal, not different."""
+    index = {name: value for name, value in stored.items() if name != _KEY_KIND}
+    pairs = [tuple(pair) for pair in stored["key"]]
+    # A store written before the kind was recorded: its indexes all came from IndexModel (dict_items).
+    index["key"] = dict(pairs).items() if stored.get(_KEY_KIND, "dict_items") == "dict_items" else pairs
+    return index
 
 
 def _load(client: Any, path: Path) -> None:
@@ -92,7 +107,7 @@ def _load(client: Any, path: Path) -> None:
         for header in documents:
             store = CollectionStore(header["_collection"])
             store.create()
-            store.indexes = {n: {**i, "key": [tuple(k) for k in i["key"]]} for n, i in header["indexes"].items()}
+            store.indexes = {n: _loaded_index(i) for n, i in header["indexes"].items()}
             for _ in range(header["_count"]):
                 document = next(documents)
                 store._documents[document["_id"]] = document

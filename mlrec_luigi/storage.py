@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import luigi
 
+from mlrec_luigi.errors import Damaged
 from mlrec_luigi.settings import Settings
 
 _COPY_BUFFER = 1024 * 1024
@@ -333,7 +334,7 @@ def _local_bucket(root: Path) -> LocalBucket:
     return LocalBucket(root)
 
 
-class DamagedObject(ValueError):
+class DamagedObject(Damaged):
     """An object the pipeline wrote cannot be read back; the message names it and what happens next."""
 
 

@@ -30,9 +30,14 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLREC_ENV_FILE", str(tmp_path / "no.env"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRYOUT_STORE", str(tmp_path / "mongomock.bson"))
 
     def configure(**values: str) -> dict[str, str]:
-        defaults = {"LOCAL_BUCKET_DIR": str(tmp_path / "bucket"), "CACHE_DIR": str(tmp_path / "cache")}
+        defaults = {
+            "LOCAL_BUCKET_DIR": str(tmp_path / "bucket"),
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "TRYOUT_STORE": str(tmp_path / "mongomock.bson"),  # never the project's var/
+        }
         merged = {**defaults, **values}
         for name, value in merged.items():
             monkeypatch.setenv(name, value)

@@ -81,7 +81,7 @@ def test_a_truncated_download(local_env) -> None:
 def test_an_md5_mismatch(local_env) -> None:
     bucket = local_env(MOVIELENS_ZIP.read_bytes(), md5="f" * 32)
     errors = run_failing(DownloadMovieLens())
-    assert "md5 mismatch for http://127.0.0.1:" in errors
+    assert "md5 mismatch for MOVIELENS_URL http://127.0.0.1:" in errors
     assert f"published {'f' * 32}, downloaded {MOVIELENS_MD5}" in errors
     assert not bucket.exists("datasets/ml.zip")
 

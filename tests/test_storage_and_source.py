@@ -96,7 +96,7 @@ def test_md5_mismatch_is_refused(served_movielens: str, http_folder: tuple[Path,
     folder, _ = http_folder
     (folder / "ml-latest-small.zip.md5").write_text("0" * 32 + "  ml-latest-small.zip\n")
     fetched = source.fetch(served_movielens, tmp_path / "ml.zip")
-    with pytest.raises(SourceError, match=f"md5 mismatch for {served_movielens}: published 0{{32}}"):
+    with pytest.raises(SourceError, match=f"md5 mismatch for MOVIELENS_URL {served_movielens}: published 0{{32}}"):
         source.verify_md5(served_movielens, fetched, source.published_md5(served_movielens))
 
 
@@ -108,7 +108,7 @@ def test_missing_md5_file_is_not_an_error(http_folder: tuple[Path, str]) -> None
 
 def test_missing_url_fails_with_the_url(http_folder: tuple[Path, str], tmp_path: Path) -> None:
     _, base = http_folder
-    with pytest.raises(SourceError, match=f"could not download {base}/nothing.zip: HTTP 404"):
+    with pytest.raises(SourceError, match=f"could not download MOVIELENS_URL {base}/nothing.zip: HTTP 404"):
         source.fetch(f"{base}/nothing.zip", tmp_path / "x.zip")
 
 
@@ -194,5 +194,5 @@ def test_a_download_survives_5xx_answers_and_a_cut_connection(unreliable_server,
 def test_a_download_that_keeps_failing_names_the_url(unreliable_server, tmp_path: Path) -> None:
     handler, url = unreliable_server
     handler.unavailable = 100
-    with pytest.raises(SourceError, match=rf"could not download {re.escape(url)}: MaxRetryError"):
+    with pytest.raises(SourceError, match=rf"could not download MOVIELENS_URL {re.escape(url)}: MaxRetryError"):
         source.fetch(url, tmp_path / "ml.zip")

@@ -12,6 +12,7 @@ from the daily command alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -28,8 +29,9 @@ import luigi
 import pandas as pd
 from pymongo.database import Database
 
-from mlrec_luigi import layout, mongo, movielens
-from mlrec_luigi.logs import EXPECTED_ERRORS, interactive, log_event, scrub, terminal_progress
+from mlrec_luigi import causes, layout, mongo, movielens
+from mlrec_luigi.errors import Expected, is_expected, one_line
+from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, DamagedObject, MarkerTarget, cached, open_bucket, reads_cached
 from mlrec_luigi.tasks.parameters import parameter_problem
@@ -59,10 +61,6 @@ def refresh_pending() -> bool:
     return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
 
 
-# The causes of this command's failures, in order: the `luigi` command ends its output with the first one.
-CAUSES: list[str] = []
-
-
 def _cause_recorded(complete: Callable[..., bool]) -> Callable[..., bool]:
     """``complete``, recording why it raised (Luigi logs it among a traceback's lines, without an event)."""
 
@@ -71,9 +69,7 @@ def _cause_recorded(complete: Callable[..., bool]) -> Callable[..., bool]:
         try:
             return complete(self)
         except Exception as error:
-            if not getattr(error, "_cause_recorded", False):
-                CAUSES.append(scrub(f"{self.task_family}: {type(error).__name__}: {error}"))
-                error._cause_recorded = True  # type: ignore[attr-defined]  # once, by the stage that raised
+            causes.record(self.task_family, error)  # once, by the stage that raised
             raise
 
     return wrapped
@@ -85,6 +81,7 @@ def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
 
     @functools.wraps(run)
     def wrapped(self: PipelineTask) -> Iterator[Any]:
+        self._report_status = self.set_status_message  # the worker's reporter, kept for on_failure
         if getattr(self, "_awaits_refresh", False) and self.complete():
             log_event(logger, "unchanged by the refreshed release: nothing to do", task=self.task_family)
             self.counts = {"unchanged_by_refresh": True}
@@ -201,8 +198,13 @@ class PipelineTask(luigi.Task):
 
         An expected error (bad input, a setting, a service down) is its one line; a bug keeps its traceback.
         """
-        if type(exception).__name__ in EXPECTED_ERRORS:
-            return scrub(f"{type(exception).__name__}: {exception}")
+        # The dashboard shows the cause, not the last progress message (run in the worker that failed).
+        report = getattr(self, "_report_status", None)
+        if report is not None:
+            with contextlib.suppress(Exception):  # the scheduler gone: the command's last line still says it
+                report(f"failed: {causes.cause_of(self.task_family, exception)}")
+        if is_expected(exception):
+            return scrub(one_line(exception))
         return scrub(super().on_failure(exception))
 
     def progress(self, done: int, total: int, message: str) -> None:
@@ -308,7 +310,7 @@ class MongoStage(Stage):
         return super().complete()
 
 
-class SourceChanged(RuntimeError):
+class SourceChanged(Expected, RuntimeError):
     """The zip in the bucket changed while derived outputs were being computed."""
 
 
@@ -332,8 +334,7 @@ class ChunkedStage(Stage):
             return list(self.chunks())
         except DamagedObject as error:
             # Named now, in one line; the stage then fails on its missing input (exit 30).
-            CAUSES.append(scrub(f"{self.task_family}: {type(error).__name__}: {error}"))
-            log_event(logger, CAUSES[-1], logging.ERROR, task=self.task_family)
+            log_event(logger, causes.record(self.task_family, error), logging.ERROR, task=self.task_family)
             return []
 
     def chunks(self) -> Sequence[luigi.Task]:
@@ -391,19 +392,20 @@ def _on_success(task: PipelineTask) -> None:
 
 def say_the_cause_last() -> None:
     """Log the last failure's cause as the command's final line (registered for the `luigi` command)."""
-    if CAUSES:
-        log_event(logger, CAUSES[0], logging.ERROR)  # the first: what the others followed from
+    cause = causes.first()  # the first: what the others followed from; forked workers' included
+    if cause:
+        log_event(logger, cause, logging.ERROR)
 
 
 @PipelineTask.event_handler(luigi.Event.BROKEN_TASK)
 def _on_broken(task: PipelineTask, exception: BaseException) -> None:
     # requires() raised while the DAG was scheduled.
-    CAUSES.append(scrub(f"{task.task_family}: {type(exception).__name__}: {exception}"))
+    causes.record(task.task_family, exception)
 
 
 @PipelineTask.event_handler(luigi.Event.FAILURE)
 def _on_failure(task: PipelineTask, exception: BaseException) -> None:
-    CAUSES.append(scrub(f"{task.task_family} failed: {type(exception).__name__}: {exception}"))
+    causes.record(task.task_family, exception)
     started = getattr(task, "_started_at", time.monotonic())
     log_event(
         logger,
@@ -411,7 +413,7 @@ def _on_failure(task: PipelineTask, exception: BaseException) -> None:
         logging.ERROR,
         task=task.task_family,
         task_id=task.task_id,
-        error=scrub(f"{type(exception).__name__}: {exception}"),
+        error=scrub(one_line(exception)),
         counts=getattr(task, "counts", {}),
         duration_s=round(time.monotonic() - started, 3),
     )

@@ -29,6 +29,7 @@ import numpy as np
 
 from mlrec_luigi import layout, mongo, movielens
 from mlrec_luigi.documents import MovieIds, part_tag
+from mlrec_luigi.errors import Expected
 from mlrec_luigi.movielens import DatasetError, pack_part, unpack_part
 from mlrec_luigi.settings import Settings
 from mlrec_luigi.storage import Bucket
@@ -42,11 +43,11 @@ ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress
 COUNTED = ("rows", "rejected", "duplicates", "skipped_unknown_movie", "records")
 
 
-class CheckFailed(RuntimeError):
+class CheckFailed(Expected, RuntimeError):
     """A blocking check before data is replaced or published failed; the message gives the numbers."""
 
 
-class InteractionsLost(RuntimeError):
+class InteractionsLost(Expected, RuntimeError):
     """The collection holds fewer MovieLens interactions than the chunks loaded."""
 
 

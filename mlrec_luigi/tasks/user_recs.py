@@ -32,6 +32,7 @@ import numpy as np
 from bson import ObjectId
 
 from mlrec_luigi import cache, layout, mongo, user_recs
+from mlrec_luigi.errors import Damaged
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.npy import from_npy, to_npy
 from mlrec_luigi.settings import USER_REDIS_PREFIX
@@ -46,7 +47,7 @@ logger = logging.getLogger("mlrec_luigi")
 CLOCK_SKEW = dt.timedelta(minutes=15)
 
 
-class StateDamaged(ValueError):
+class StateDamaged(Damaged):
     """A stored state or published record cannot be read; the message names it."""
 
 

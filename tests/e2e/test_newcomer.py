@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -33,8 +34,10 @@ def newcomer_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run(command: list[str], env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout_s)
+def run(
+    command: list[str], env: dict[str, str], timeout_s: float = 600, cwd: Path = PROJECT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
 def test_the_try_out_store_keeps_the_data_so_a_rerun_is_the_promised_no_op(tmp_path: Path) -> None:
@@ -54,10 +57,19 @@ def test_the_try_out_store_keeps_the_data_so_a_rerun_is_the_promised_no_op(tmp_p
     next_day = run(["bash", "scripts/run-pipeline.sh", "--date", "2026-11-25", *lock], env)
     assert next_day.returncode == 0, next_day.stderr[-3000:]
     assert finished(next_day.stderr) == ["DailyRun", "UpdatePopular", "UpdateUserRecommendations"]
-    # The report, as the README types it: the chart's default path.
-    report = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report", "--png"], env)
+    # The probe, as the README types it, reads the store the pipeline wrote (not "MONGODB_URI is not set").
+    check = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report", "--check"], env, cwd=tmp_path)
+    assert check.returncode == 0 and check.stdout.startswith("ok: the DailyRun of 2026-11-25"), check.stdout
+    # A lost marker: LoadMovies reloads into the store it wrote before (its indexes are found equal, not "different").
+    marker = tmp_path / "bucket/datasets/ml/markers/load_movies.json"
+    marker.unlink()
+    reload = run(["bash", "scripts/luigi.sh", "LoadMovies", *lock], env)
+    assert reload.returncode == 0 and finished(reload.stderr) == ["LoadMovies"], reload.stderr[-3000:]
+    assert marker.exists()
+    # The report, as the README types it: the chart's default path, under the folder it runs in (never ours).
+    report = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report", "--png"], env, cwd=tmp_path)
     assert report.returncode == 0 and report.stderr == "", report.stderr[-2000:]
-    assert "chart   var/report.png" in report.stdout and (PROJECT / "var/report.png").exists()
+    assert "chart   var/report.png" in report.stdout and (tmp_path / "var/report.png").stat().st_size > 10_000
 
 
 def cron_line(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -77,8 +89,11 @@ def test_a_failed_night_reaches_crons_mail_and_an_overlap_exits_10_with_one_log_
     env = newcomer_env(tmp_path, VAR_DIR=str(var), POPULARITY_TOP_N="0")
     failed = cron_line(tmp_path, env, "--lock-pid-dir", str(tmp_path))
     assert failed.returncode == 35, failed.stdout + failed.stderr
-    assert failed.stdout.startswith("mlrec-luigi: the nightly run failed (exit 35)")
-    assert "POPULARITY_TOP_N must be between 1 and 100,000, got 0" in failed.stdout.splitlines()[-1]
+    # The mail: what failed, the cause in plain words (not a JSON line), where the log is.
+    mail = failed.stdout.splitlines()
+    assert len(mail) == 3 and mail[0] == "mlrec-luigi: the nightly run failed (exit 35).", failed.stdout
+    assert re.fullmatch(r"Cause: \w+: SettingsError: POPULARITY_TOP_N must be between 1 and 100,000, got 0", mail[1])
+    assert mail[2] == f"Log: {var}/log/pipeline.jsonl"
     log = (var / "log/pipeline.jsonl").read_text().splitlines()
     assert log and all(line.startswith("{") for line in log if line.strip())
     with (var / "pipeline.lock").open("w") as held:  # last night's run, still going

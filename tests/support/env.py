@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-INHERITED_PREFIXES_DROPPED = ("MONGODB", "REDIS", "GCS", "MOVIELENS", "STORAGE_EMULATOR")
+INHERITED_PREFIXES_DROPPED = ("MONGODB", "REDIS", "GCS", "MOVIELENS", "STORAGE_EMULATOR", "TRYOUT")
 
 
 def subprocess_env(folder: Path, **values: str) -> dict[str, str]:
@@ -16,6 +16,7 @@ def subprocess_env(folder: Path, **values: str) -> dict[str, str]:
         "MLREC_ENV_FILE": str(folder / "no.env"),
         "LOCAL_BUCKET_DIR": str(folder / "bucket"),
         "CACHE_DIR": str(folder / "cache"),
+        "TRYOUT_STORE": str(folder / "mongomock.bson"),  # never the project's var/
         "HF_HUB_OFFLINE": "1",
         **values,
     }
