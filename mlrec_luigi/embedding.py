@@ -7,7 +7,7 @@ whose embedding chunks are all complete never pays for them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,20 +156,16 @@ def unpack_chunk(data: bytes, label: str = "chunk") -> tuple[np.ndarray, np.ndar
     return rows["movieId"], rows["embedding"]
 
 
-def vectors_by_movie(chunks: Iterable[tuple[str, bytes]]) -> dict[int, np.ndarray]:
-    """movieId → embedding, from ``(label, chunk bytes)`` pairs.
+def checked_chunk(data: bytes, label: str) -> dict[int, np.ndarray]:
+    """movieId → embedding of one chunk file.
 
     Raises:
-        ChunkDamaged: naming the chunk: unreadable, or its vectors are not unit length.
+        ChunkDamaged: naming ``label``: unreadable, or its vectors are not finite unit-length vectors.
     """
-    vectors: dict[int, np.ndarray] = {}
-    for label, data in chunks:
-        movie_ids, rows = unpack_chunk(data, label)
-        bad = not_unit(rows)
-        if bad.any():
-            raise ChunkDamaged(
-                f"{label} holds embeddings that are not finite unit-length vectors: "
-                f"movieId {movie_ids[bad][:5].tolist()}"
-            )
-        vectors.update(zip(movie_ids.tolist(), rows, strict=True))
-    return vectors
+    movie_ids, rows = unpack_chunk(data, label)
+    bad = not_unit(rows)
+    if bad.any():
+        raise ChunkDamaged(
+            f"{label} holds embeddings that are not finite unit-length vectors: movieId {movie_ids[bad][:5].tolist()}"
+        )
+    return dict(zip(movie_ids.tolist(), rows, strict=True))

@@ -122,5 +122,5 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(ConsoleFormatter() if interactive() else JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "google", "filelock", "httpx", "sentence_transformers", "transformers"):
+    for noisy in ("urllib3", "google", "filelock", "httpx", "sentence_transformers", "transformers", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

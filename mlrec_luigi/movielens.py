@@ -20,7 +20,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from mlrec_luigi.errors import Expected
+from mlrec_luigi.errors import Damaged, Expected
 from mlrec_luigi.npy import from_npy, to_npy
 
 REQUIRED_MEMBERS = ("movies.csv", "ratings.csv")
@@ -34,6 +34,10 @@ MAX_COMPRESSION_RATIO = 200
 READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 MAX_REPORTED_ROWS = 10
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+class PartDamaged(Damaged):
+    """A ratings part written by PrepareRatings cannot be read back."""
 
 
 class DatasetError(Expected, ValueError):
@@ -343,10 +347,10 @@ def pack_part(records: np.ndarray) -> bytes:
 
 
 def unpack_part(data: bytes, label: str) -> np.ndarray:
-    """The :data:`RATING_RECORD` rows of a ratings part; a damaged one raises DatasetError naming ``label``."""
-    records = from_npy(data, label, DatasetError)
+    """The :data:`RATING_RECORD` rows of a ratings part; a damaged one raises PartDamaged naming ``label``."""
+    records = from_npy(data, label, PartDamaged)
     if records.dtype != RATING_RECORD or records.ndim != 1:
-        raise DatasetError(f"{label} is not a ratings part ({records.dtype}, shape {records.shape})")
+        raise PartDamaged(f"{label} is not a ratings part ({records.dtype}, shape {records.shape})")
     return records
 
 

@@ -140,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
         return 1 if problem else 0
     print(summarize(manifest))
-    from mlrec_luigi.storage import DamagedObject
-    from mlrec_luigi.tasks.movies import read_movie_map  # the one checked reader of the map
+    from mlrec_luigi.damage import DamagedObject
+    from mlrec_luigi.readers import read_movie_map  # the one checked reader of the map
 
     zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
     try:

@@ -2,63 +2,28 @@
 
 Every write is atomic: a GCS object appears only when its upload completes, and a local
 file is written beside its destination and renamed over it. Readers therefore see the
-old version or the new one, never a torn file. Luigi targets over the bucket live here too.
+old version or the new one, never a torn file.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import contextvars
 import functools
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-import luigi
-
-from mlrec_luigi.errors import Damaged
 from mlrec_luigi.settings import Settings
 
 _COPY_BUFFER = 1024 * 1024
-T = TypeVar("T")
-_READS: contextvars.ContextVar[dict[tuple[str, ...], Any] | None] = contextvars.ContextVar("reads", default=None)
-
-
-@contextlib.contextmanager
-def reads_cached() -> Iterator[None]:
-    """Within the block, each bucket read (and completeness check) through :func:`cached` happens once.
-
-    One ``complete()`` of the daily root checks every stage below it, and each reads the zip's
-    md5 and its upstream markers: on ``gs://`` every read is a request. Nested blocks share
-    the outer cache; the cache ends with the outermost block (one completeness check).
-    """
-    if _READS.get() is not None:
-        yield
-        return
-    token = _READS.set({})
-    try:
-        yield
-    finally:
-        _READS.reset(token)
-
-
-def cached(key: tuple[str, ...], compute: Callable[[], T]) -> T:
-    """``compute()``, once per ``key`` inside :func:`reads_cached`; always outside it."""
-    cache = _READS.get()
-    if cache is None:
-        return compute()
-    if key not in cache:
-        cache[key] = compute()
-    return cache[key]
 
 
 def file_md5(path: Path) -> str:
@@ -332,104 +297,3 @@ def _gcs_bucket(name: str, emulator_host: str | None, pid: int) -> GCSBucket:
 @functools.lru_cache(maxsize=8)
 def _local_bucket(root: Path) -> LocalBucket:
     return LocalBucket(root)
-
-
-class DamagedObject(Damaged):
-    """An object the pipeline wrote cannot be read back; the message names it and what happens next."""
-
-
-def read_json_checked(bucket: Bucket, key: str, check: Callable[[Any], bool], then: str) -> Any:
-    """The JSON value stored at ``key``, when ``check`` accepts its shape: how every derived object is read back.
-
-    Raises:
-        FileNotFoundError: nothing is stored at ``key``.
-        DamagedObject: truncated, empty, not JSON or of the wrong shape; the object is removed
-            (``then`` says what rebuilds it), so the next run derives it again.
-    """
-    data = bucket.read_bytes(key)
-    try:
-        if not data.strip():
-            raise ValueError("empty")
-        value = json.loads(data)
-        if not check(value):
-            raise ValueError(f"JSON of the wrong shape: {type(value).__name__}")
-    except (ValueError, UnicodeDecodeError) as error:
-        reason = "not JSON" if isinstance(error, json.JSONDecodeError | UnicodeDecodeError) else str(error)
-        bucket.delete(key)
-        raise DamagedObject(f"{bucket.uri(key)} is damaged ({reason}): removed it; {then}") from None
-    return value
-
-
-class BucketTarget(luigi.Target):
-    """A Luigi target for one object in the bucket."""
-
-    def __init__(self, bucket: Bucket, key: str) -> None:
-        self.bucket = bucket
-        self.key = key
-
-    @property
-    def uri(self) -> str:
-        return self.bucket.uri(self.key)
-
-    def exists(self) -> bool:
-        return self.bucket.exists(self.key)
-
-
-class MarkerTarget(BucketTarget):
-    """A JSON marker that only counts while it still tells the truth.
-
-    ``exists()`` is true when the marker is stored, each ``expect`` field equals the
-    marker's (the source checksum, the model...), and ``still_valid(marker)`` agrees
-    (for example: the MongoDB collection still holds the documents the marker counts).
-    """
-
-    def __init__(
-        self,
-        bucket: Bucket,
-        key: str,
-        expect: dict[str, Any] | None = None,
-        still_valid: Callable[[dict[str, Any]], bool] | None = None,
-        shape: dict[str, type | tuple[type, ...]] | None = None,
-    ) -> None:
-        super().__init__(bucket, key)
-        self.expect = expect or {}
-        self.still_valid = still_valid
-        self.shape = shape or {}
-
-    def read(self) -> dict[str, Any] | None:
-        """The stored marker, or None when it is missing or unreadable."""
-        return cached(("marker", self.uri), self._read)
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            marker = self.bucket.read_json(self.key)
-        except (FileNotFoundError, ValueError):
-            return None
-        return marker if isinstance(marker, dict) else None
-
-    def valid(self) -> dict[str, Any] | None:
-        """The marker, when it is stored and still tells the truth; else None."""
-        marker = self.read()
-        if marker is None:
-            return None
-        if any(marker.get(name) != value for name, value in self.expect.items()):
-            return None
-        wrong = [name for name, kind in self.shape.items() if not isinstance(marker.get(name), kind)]
-        try:
-            if wrong:
-                raise TypeError(f"field(s) {', '.join(wrong)} missing or of the wrong type")
-            if self.still_valid is not None and not self.still_valid(marker):
-                return None
-        except (TypeError, ValueError, KeyError, AttributeError) as error:
-            # A damaged marker (hand-edited, half-restored): the stage is not done, and its rerun rewrites it.
-            logging.getLogger("mlrec_luigi").warning(
-                "%s is damaged (%s): the stage runs again", self.uri, error, extra={"marker": self.uri}
-            )
-            return None
-        return marker
-
-    def exists(self) -> bool:
-        return self.valid() is not None
-
-    def write(self, marker: dict[str, Any]) -> None:
-        self.bucket.write_json(self.key, {**marker, **self.expect})

@@ -16,7 +16,8 @@ import pytest
 
 from mlrec_luigi import source
 from mlrec_luigi.source import SourceError
-from mlrec_luigi.storage import Bucket, GCSBucket, LocalBucket, MarkerTarget, open_gs_url
+from mlrec_luigi.storage import Bucket, GCSBucket, LocalBucket, open_gs_url
+from mlrec_luigi.tasks.targets import MarkerTarget
 from tests.support.processes import MOVIELENS_MD5, MOVIELENS_ZIP
 
 

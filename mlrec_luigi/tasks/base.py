@@ -30,11 +30,14 @@ import pandas as pd
 from pymongo.database import Database
 
 from mlrec_luigi import causes, layout, mongo, movielens
+from mlrec_luigi.damage import DamagedObject
 from mlrec_luigi.errors import Expected, is_expected, one_line
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
+from mlrec_luigi.memo import cached, reads_cached
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
-from mlrec_luigi.storage import Bucket, DamagedObject, MarkerTarget, cached, open_bucket, reads_cached
+from mlrec_luigi.storage import Bucket, open_bucket
 from mlrec_luigi.tasks.parameters import parameter_problem
+from mlrec_luigi.tasks.targets import MarkerTarget
 
 logger = logging.getLogger("mlrec_luigi")
 Shape = dict[str, type | tuple[type, ...]]

@@ -20,8 +20,9 @@ import luigi
 
 from mlrec_luigi import layout, movielens, source
 from mlrec_luigi.settings import redact
-from mlrec_luigi.storage import BucketTarget, open_gs_url
+from mlrec_luigi.storage import open_gs_url
 from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.targets import BucketTarget
 
 
 class DownloadMovieLens(PipelineTask):

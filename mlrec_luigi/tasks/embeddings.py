@@ -9,19 +9,15 @@ another model means new chunks, never stale ones. ``--workers N`` embeds N chunk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import luigi
-import numpy as np
 
 from mlrec_luigi import embedding, layout
-from mlrec_luigi.embedding import ChunkDamaged
-from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.storage import Bucket, BucketTarget
 from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, model_parameter
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
+from mlrec_luigi.tasks.targets import BucketTarget
 
 
 class EmbeddingChunk(PipelineTask):
@@ -105,26 +101,3 @@ class Embeddings(ChunkedStage):
         movie_count = len(self.read_movies())
         self.counts = {"movies": movie_count, "chunks": len(chunks)}
         self.write_marker({"movies": movie_count, "chunks": [chunk.output().key for chunk in chunks]})
-
-
-def read_vectors(bucket: Bucket, manifest_key: str, chunk_keys: Sequence[str]) -> dict[int, np.ndarray]:
-    """movieId → embedding from the chunks that ``manifest_key`` lists: what every reader of the vectors uses.
-
-    Raises:
-        DatasetError: a chunk is damaged (truncated, not a chunk, vectors not unit length or not finite):
-            named in one line; it and the manifest that vouched for it are removed, so the next run
-            embeds it again and everything built from it follows.
-    """
-    try:
-        return embedding.vectors_by_movie((bucket.uri(key), bucket.read_bytes(key)) for key in chunk_keys)
-    except FileNotFoundError as missing:
-        bucket.delete(manifest_key)
-        raise DatasetError(
-            f"an embedding chunk is missing ({missing}): removed its manifest; the next run embeds it again"
-        ) from None
-    except ChunkDamaged as error:
-        for key in chunk_keys:
-            if bucket.uri(key) in str(error):
-                bucket.delete(key)
-        bucket.delete(manifest_key)
-        raise DatasetError(f"{error}: removed it; the next run computes it again") from None

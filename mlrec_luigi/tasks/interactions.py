@@ -21,21 +21,19 @@ API's own interactions are never read, changed or deleted.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import luigi
 import numpy as np
 
 from mlrec_luigi import layout, mongo, movielens
-from mlrec_luigi.documents import MovieIds, part_tag
+from mlrec_luigi.documents import part_tag
 from mlrec_luigi.errors import Expected
-from mlrec_luigi.movielens import DatasetError, pack_part, unpack_part
-from mlrec_luigi.settings import Settings
-from mlrec_luigi.storage import Bucket
+from mlrec_luigi.movielens import DatasetError, pack_part
+from mlrec_luigi.readers import movie_ids_of, read_ratings_part
 from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, Shape, SourceChanged, Stage
 from mlrec_luigi.tasks.download import DownloadMovieLens
-from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
+from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 
 INSERT_BATCH = 50_000  # documents encoded and sent at a time: bounds the memory of a chunk
@@ -49,34 +47,6 @@ class CheckFailed(Expected, RuntimeError):
 
 class InteractionsLost(Expected, RuntimeError):
     """The collection holds fewer MovieLens interactions than the chunks loaded."""
-
-
-@functools.lru_cache(maxsize=2)
-def _movie_ids(bucket: Bucket, settings: Settings, md5: str | None) -> MovieIds:
-    # Keyed by content: LoadMovies rewrites the map under the same key.
-    return MovieIds(read_movie_map(bucket, settings))
-
-
-def read_ratings_part(bucket: Bucket, settings: Settings, source_md5: str, chunk_rows: int, index: int) -> np.ndarray:
-    """The ratings of one part: what every reader of the parts uses.
-
-    Raises:
-        DatasetError: the part is missing or damaged: named, removed with its manifest, so the next
-            run prepares the ratings again.
-    """
-    key = layout.ratings_part_key(settings, source_md5, chunk_rows, index)
-    manifest = layout.ratings_manifest_key(settings, source_md5, chunk_rows)
-    try:
-        return unpack_part(bucket.read_bytes(key), bucket.uri(key))
-    except FileNotFoundError:
-        bucket.delete(manifest)
-        raise DatasetError(
-            f"{bucket.uri(key)} is missing: removed its manifest; the next run prepares the ratings again"
-        ) from None
-    except DatasetError as error:
-        bucket.delete(key)
-        bucket.delete(manifest)
-        raise DatasetError(f"{error}: removed it and its manifest; the next run prepares the ratings again") from None
 
 
 class PrepareRatings(Stage):
@@ -163,7 +133,7 @@ class InteractionsChunk(MongoStage):
         key = layout.ratings_part_key(self.settings, self.source_md5, self.chunk_rows, self.index)
         records = read_ratings_part(self.bucket, self.settings, self.source_md5, self.chunk_rows, self.index)
         map_key = layout.movie_id_map_key(self.settings)
-        movie_ids = _movie_ids(self.bucket, self.settings, self.bucket.md5_hex(map_key))
+        movie_ids = movie_ids_of(self.bucket, self.settings, self.bucket.md5_hex(map_key))
         collection = self.db["interactions"]
         mongo.ensure_indexes(collection, mongo.INTERACTION_INDEXES)  # a no-op round trip once they exist
         self.progress(0, len(records), f"part {self.index}: loading {len(records):,} ratings")

@@ -16,10 +16,9 @@ import numpy as np
 from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.settings import Settings
-from mlrec_luigi.storage import Bucket, DamagedObject, read_json_checked
+from mlrec_luigi.readers import damaged_map_key, read_movie_map, read_vectors
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
-from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
+from mlrec_luigi.tasks.embeddings import Embeddings
 
 
 class LoadMovies(MongoStage):
@@ -67,7 +66,7 @@ class LoadMovies(MongoStage):
         stored = mongo.movie_id_map(collection)
         id_map = {str(m): stored[m] for m in movies["movieId"].tolist()}
         self.bucket.write_json(map_key, id_map)
-        self.bucket.delete(damaged_key(map_key))
+        self.bucket.delete(damaged_map_key(map_key))
         self.counts = {
             "movies": len(movies),
             "inserted": upserted.inserted,
@@ -95,7 +94,7 @@ class LoadMovies(MongoStage):
         """
         if self.bucket.exists(map_key):
             return read_movie_map(self.bucket, self.settings)
-        if not self.bucket.exists(damaged_key(map_key)):
+        if not self.bucket.exists(damaged_map_key(map_key)):
             return {}  # the first load (or one killed before the map was written): ids come from movies
         stored = mongo.movie_id_map(collection)
         lost = [movie for movie in movie_ids if movie not in stored]
@@ -103,37 +102,9 @@ class LoadMovies(MongoStage):
             raise DatasetError(
                 f"{self.bucket.uri(map_key)} was damaged and `movies` lacks {len(lost)} movie(s) of movies.csv, "
                 f"e.g. movieId {lost[:5]}: their _id cannot be recovered; restore the map from a backup, or "
-                f"delete {self.bucket.uri(damaged_key(map_key))} to give them new ones"
+                f"delete {self.bucket.uri(damaged_map_key(map_key))} to give them new ones"
             )
         return stored
 
     def _vectors(self, manifest: dict[str, Any]) -> dict[int, Any]:
         return read_vectors(self.bucket, self.input()[0].key, manifest.get("chunks", []))
-
-
-def damaged_key(map_key: str) -> str:
-    """Left where a damaged map was removed: the next LoadMovies rebuilds the map from ``movies`` only."""
-    return f"{map_key}.damaged"
-
-
-def _is_movie_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and k.isdigit() and isinstance(v, str) and len(v) == 24 for k, v in value.items()
-    )
-
-
-def read_movie_map(bucket: Bucket, settings: Settings) -> dict[int, str]:
-    """movieId → ``movies._id`` from ``movie_id_map.json``, checked: what every reader of the map uses.
-
-    Raises:
-        DamagedObject: the map is truncated, not JSON or of the wrong shape: it is removed, with the
-            marker of ``LoadMovies``, so the next run rebuilds it from ``movies`` (ids unchanged).
-    """
-    map_key = layout.movie_id_map_key(settings)
-    try:
-        value = read_json_checked(bucket, map_key, _is_movie_map, "the next run rebuilds it from `movies`")
-    except DamagedObject:
-        bucket.write_bytes(damaged_key(map_key), b"")
-        bucket.delete(layout.marker_key(settings, "load_movies"))
-        raise
-    return {int(movie): hex_id for movie, hex_id in value.items()}

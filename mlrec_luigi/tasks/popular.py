@@ -18,10 +18,10 @@ import logging
 from typing import Any, ClassVar
 
 from mlrec_luigi import cache, layout, mongo
+from mlrec_luigi.damage import read_json_checked
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
-from mlrec_luigi.storage import read_json_checked
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.parameters import RunDateParameter

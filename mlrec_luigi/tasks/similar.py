@@ -22,15 +22,18 @@ import luigi
 import numpy as np
 
 from mlrec_luigi import cache, layout, similar
+from mlrec_luigi.damage import read_checked
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.npy import to_npy
+from mlrec_luigi.readers import read_movie_map, read_vectors
 from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX, Settings
-from mlrec_luigi.storage import Bucket, BucketTarget
+from mlrec_luigi.storage import Bucket
 from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, Stage, model_parameter
-from mlrec_luigi.tasks.embeddings import Embeddings, read_vectors
-from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
+from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
+from mlrec_luigi.tasks.targets import BucketTarget
 
 logger = logging.getLogger("mlrec_luigi")
 
@@ -143,7 +146,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
         try:
             key = marker["record"]
             record = cache.read_record(self.bucket.read_bytes(key), self.bucket.uri(key))
-        except (FileNotFoundError, KeyError, TypeError, cache.RecordDamaged):
+        except (FileNotFoundError, cache.RecordDamaged):
             return False  # the next run publishes again and records it anew
         return len(record) == marker.get("movies") and not cache.record_differs(self.settings.redis_url, record)
 
@@ -169,11 +172,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
         lists: list[list[str]] = []
         for block in chunks:
             key = block.output().key
-            try:
-                rows = similar.unpack_block(self.bucket.read_bytes(key), self.bucket.uri(key))
-            except similar.BlockDamaged as error:
-                self.bucket.delete(key)
-                raise DatasetError(f"{error}: removed it; the next run computes it again") from None
+            rows = read_checked(self.bucket, key, similar.unpack_block, "the next run computes it again")
             lists.extend(similar.neighbour_lists(rows, ids))
         if len(lists) != len(ids):
             raise DatasetError(f"the blocks hold {len(lists)} movies, the movie id map {len(ids)}")

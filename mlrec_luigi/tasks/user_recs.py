@@ -35,10 +35,11 @@ from mlrec_luigi import cache, layout, mongo, user_recs
 from mlrec_luigi.errors import Damaged
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.npy import from_npy, to_npy
+from mlrec_luigi.readers import read_movie_map, read_ratings_part
 from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
-from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings, read_ratings_part
-from mlrec_luigi.tasks.movies import LoadMovies, read_movie_map
+from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
+from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import RunDateParameter
 from mlrec_luigi.tasks.similar import SimilarInputs
 
@@ -87,7 +88,7 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
         try:
             label = self.bucket.uri(marker["record"])
             record = cache.read_record(self.bucket.read_bytes(marker["record"]), label, ("fingerprint",))
-        except (FileNotFoundError, KeyError, TypeError, cache.RecordDamaged):
+        except (FileNotFoundError, cache.RecordDamaged):
             return False  # the next run publishes again and records it anew
         differing = cache.record_differs(self.settings.redis_url, record)
         if not differing:
