@@ -1,4 +1,4 @@
-"""Redis: the lists the API reads, published atomically, and the rule for when to publish.
+"""Redis: the lists the API reads, written atomically and read back (the rules of publishing: ``published.py``).
 
 The only module that talks to Redis. One ``SET key value EX ttl`` replaces a value and
 its TTL in a single atomic command, so a reader sees the old list or the new one and a
@@ -16,11 +16,9 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import islice
 
-import numpy as np
 import redis
 
-from mlrec_luigi.errors import Damaged, Expected
-from mlrec_luigi.npy import from_npy
+from mlrec_luigi.errors import Expected
 from mlrec_luigi.settings import redact
 
 CONNECT_TIMEOUT_S = 10
@@ -29,23 +27,9 @@ _PLAIN = re.compile(r"[0-9A-Za-z_.:-]*")  # strings JSON writes as they are (ids
 # ARGV[1] is the TTL; KEYS[i] gets ARGV[i + 1].
 SET_EACH = "local ttl = ARGV[1] for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ttl) end"
 
-PUBLISHED = "published"
-KEPT_PREVIOUS = "kept_previous"  # an empty list never replaces the published one
-NO_REDIS = "no_redis"  # REDIS_URL unset: computed and recorded, not published
-NOT_LIVE = "not_live"  # a backfill: the live key belongs to the newest date run
-
 
 class RedisUnavailable(Expected, RuntimeError):
     """Redis cannot be reached or refused the write; the message names the (redacted) URL."""
-
-
-def publish_policy(redis_url: str | None, values: Sequence[str], live: bool = True) -> str:
-    """Whether a list is published (:data:`PUBLISHED`), or why not."""
-    if not values:
-        return KEPT_PREVIOUS
-    if redis_url is None:
-        return NO_REDIS
-    return PUBLISHED if live else NOT_LIVE
 
 
 def _client(url: str) -> redis.Redis:
@@ -239,35 +223,3 @@ def differing_keys(url: str, keys: Sequence[str], sha1s: Sequence[str]) -> list[
             return differing
     except (redis.RedisError, ValueError) as error:
         raise _failed(url, f"read back {len(keys)} key(s)", error) from None
-
-
-class RecordDamaged(Damaged):
-    """A record of published keys cannot be read; the message names it."""
-
-
-def published_record(
-    keys: Sequence[str], lists: Sequence[Sequence[str]], extra: dict[str, np.ndarray] | None = None
-) -> np.ndarray:
-    """What a stage published, for its completeness check: each key, the sha1 of its value, ``extra`` columns."""
-    width = max((len(key.encode()) for key in keys), default=1) or 1
-    columns = [("key", f"S{width}"), ("sha1", "S40")]
-    columns += [(name, values.dtype.str) for name, values in (extra or {}).items()]
-    record = np.empty(len(keys), np.dtype(columns))
-    record["key"] = [key.encode() for key in keys]
-    record["sha1"] = [value_sha1(values).encode() for values in lists]
-    for name, values in (extra or {}).items():
-        record[name] = values
-    return record
-
-
-def read_record(data: bytes, label: str, extra: tuple[str, ...] = ()) -> np.ndarray:
-    """A record written by :func:`published_record`; a damaged one raises :class:`RecordDamaged` naming it."""
-    record = from_npy(data, label, RecordDamaged)
-    if record.dtype.names != ("key", "sha1", *extra) or record.ndim != 1:
-        raise RecordDamaged(f"{label} is not a record of published keys: fields {record.dtype.names}")
-    return record
-
-
-def record_differs(url: str, record: np.ndarray) -> list[str]:
-    """The keys of ``record`` whose value in Redis is not the one published (missing ones included)."""
-    return differing_keys(url, np.char.decode(record["key"]).tolist(), np.char.decode(record["sha1"]).tolist())

@@ -12,6 +12,7 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/interactions/<z>-r<rows>/part-NNNNN.json          (InteractionsChunk)
     <p>/<ds>/markers/load_interactions.json                    (LoadInteractions)
     <p>/<ds>/markers/popular/<date>.json, popular/live.json    (UpdatePopular)
+    <p>/<ds>/popular/published/<date>.npy                      the key published and its value's sha1
     <p>/<ds>/similar/<model>/<z>-<ids>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock; <ids>: the id map's md5)
     <p>/<ds>/similar/published.npy                             the keys published and their values' sha1
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
@@ -20,6 +21,8 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/user_recs/<date>.json                     (UpdateUserRecommendations)
     <p>/<ds>/markers/download.json                             the last release check (DownloadMovieLens)
     <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json     the run manifest (DailyRun)
+
+Beside each embedding chunk and similar block, ``<key>.timing.json`` records how long it took.
 
 Every function takes plain values and returns a key; nothing here reads the bucket.
 """
@@ -60,6 +63,16 @@ def release_tag(source_md5: str) -> str:
     return source_md5[:12]
 
 
+def timing_key(chunk_key: str) -> str:
+    """Beside a chunk (an embedding chunk, a similar block): how long it took, for the run report."""
+    return f"{chunk_key}.timing.json"
+
+
+def map_tag(map_md5: str) -> str:
+    """The short name of one movie id map's content, in the keys of what depends on its row order."""
+    return map_md5[:8]
+
+
 def embedding_chunk_key(settings: Settings, model: str, source_md5: str, chunk_size: int, index: int) -> str:
     folder = f"{release_tag(source_md5)}-c{chunk_size}"
     return derived_key(settings, "embeddings", model_slug(model), folder, f"chunk-{index:05d}.npy")
@@ -98,6 +111,11 @@ def interactions_chunk_marker_key(settings: Settings, source_md5: str, chunk_row
 
 def popular_marker_key(settings: Settings, date: dt.date) -> str:
     return derived_key(settings, "markers", "popular", f"{date.isoformat()}.json")
+
+
+def popular_record_key(settings: Settings, date: dt.date) -> str:
+    """The key a date's popular list was published under, with its value's sha1 (published dates only)."""
+    return derived_key(settings, "popular", "published", f"{date.isoformat()}.npy")
 
 
 def popular_live_key(settings: Settings) -> str:

@@ -1,9 +1,10 @@
 """The run report: a JSON manifest per run in the bucket, a human summary, a PNG chart.
 
     python -m mlrec_luigi.report               print a summary of the last run
-    python -m mlrec_luigi.report --png         also draw the popular movies and the ratings over time (var/report.png)
+    python -m mlrec_luigi.report --png         also draw the run on one page (var/report.png, under the current folder)
     python -m mlrec_luigi.report --check       exit 0 when the last DailyRun finished within --max-age-hours (26)
                                                and every list it published is still in Redis; else 1, one line
+                                               (a service down or a damaged object: 1, one line; a setting: 2)
 
 The manifest (``<ds>/runs/<finished>-<date>.json`` and ``<ds>/runs/latest.json``) is written
 by ``DailyRun`` at the end of each run: the source zip's checksum and the marker of every
@@ -26,6 +27,7 @@ from mlrec_luigi import movielens
 DEFAULT_PNG = Path("var/report.png")
 SHOWN_POPULAR = 10
 SHOWN_SIMILAR = 3
+CLOCK_SKEW_HOURS = 0.25
 
 
 def summarize(manifest: Mapping[str, Any]) -> str:
@@ -63,13 +65,22 @@ def summarize(manifest: Mapping[str, Any]) -> str:
             numbers = ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("name", "passed"))
             verdict = "passed" if check.get("passed") else "FAILED"
             lines.append(f"  {verdict:<6} {name}: {check.get('name')} ({numbers})")
-    lines.append("stages (last run of each):")
+    lines.append("stages (last run of each; a stage's time includes its chunk tasks):")
     for name, marker in stages.items():
         run = (marker or {}).get("run") or {}
-        duration = run.get("duration_s")
-        took = f"{duration:>8.2f} s" if isinstance(duration, int | float) else "       ? s"
-        lines.append(f"  {name:<18} {run.get('finished', '?'):<26} {took}  {_counts(run.get('counts', {}))}")
+        own, chunks = stage_seconds(marker or {})
+        took = f"{own + chunks:>8.2f} s" if run.get("duration_s") is not None else "       ? s"
+        split = f" (chunks {chunks:.2f} s, own {own:.2f} s)" if run.get("chunks_s") is not None else ""
+        lines.append(f"  {name:<18} {run.get('finished', '?'):<26} {took}{split}  {_counts(run.get('counts', {}))}")
     return "\n".join(lines)
+
+
+def stage_seconds(marker: Mapping[str, Any]) -> tuple[float, float]:
+    """(the stage's own run, its chunk tasks) in seconds, from its marker."""
+    run = marker.get("run") or {}
+    own, chunks = run.get("duration_s"), run.get("chunks_s")
+    number = (int, float)
+    return (float(own) if isinstance(own, number) else 0.0, float(chunks) if isinstance(chunks, number) else 0.0)
 
 
 def _counts(counts: Mapping[str, Any]) -> str:
@@ -86,82 +97,76 @@ def ratings_per_month(chunks: Iterable[movielens.RatingsChunk]) -> pd.Series:
     return (total if total is not None else pd.Series(dtype="int64")).sort_index().astype("int64")
 
 
-def render_chart(popular: Sequence[tuple[str, int]], monthly: pd.Series, path: Path) -> None:
-    """Draw the popular movies (title, count) and the ratings per month into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (top, timeline) = plt.subplots(2, 1, figsize=(11, 10), gridspec_kw={"height_ratios": [3, 2]})
-    titles = [title[:50] for title, _ in popular][::-1]
-    top.barh(titles, [count for _, count in popular][::-1], color="#3b6ea5")
-    top.set_title(f"Recently popular movies (top {len(popular)})")
-    top.set_xlabel("ratings >= threshold in the window")
-    top.tick_params(axis="y", labelsize=7)
-    timeline.plot(pd.to_datetime(monthly.index), monthly.to_numpy(), color="#a53b3b")
-    timeline.set_title("Ratings per month")
-    timeline.set_ylabel("ratings")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """The report command (and the freshness probe)."""
-    from mlrec_luigi import layout
-    from mlrec_luigi.settings import SettingsError, get_settings
-    from mlrec_luigi.storage import open_bucket
+    """The report command (and the freshness probe): every answer that is not the report is one line."""
+    from mlrec_luigi.errors import Damaged, Expected, one_line
+    from mlrec_luigi.logs import scrub
+    from mlrec_luigi.settings import SettingsError
 
     parser = argparse.ArgumentParser(prog="python -m mlrec_luigi.report", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--png", type=Path, nargs="?", const=DEFAULT_PNG, help=f"also render the chart (default path: {DEFAULT_PNG})"
+        "--png", type=Path, nargs="?", const=DEFAULT_PNG, help=f"also render the page (default path: {DEFAULT_PNG})"
     )
     parser.add_argument("--check", action="store_true", help="exit 1, in one line, when the last run is stale")
     parser.add_argument("--max-age-hours", type=float, default=26.0, help="with --check (default: 26)")
     options = parser.parse_args(argv)
-
     try:
-        settings = get_settings()
-        bucket = open_bucket(settings)
-        manifest = bucket.read_json(layout.run_key(settings))
+        return _report(options)
     except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(scrub(f"error: {error}"), file=sys.stderr)
         return 2
-    except FileNotFoundError:
-        print(f"missing: no DailyRun has finished for {bucket.uri(layout.run_key(settings))}: run the pipeline first")
+    except Damaged as error:
+        print(scrub(f"damaged: {error}"))
         return 1
-    except ValueError as error:
-        print(f"damaged: {bucket.uri(layout.run_key(settings))} is not a run report ({error})")
+    except Expected as error:  # a service down (MongoDB, Redis): the probe's answer, in one line
+        print(scrub(f"unavailable: {one_line(error)}"))
+        return 1
+
+
+def _report(options: argparse.Namespace) -> int:
+    from mlrec_luigi import layout
+    from mlrec_luigi.damage import DamagedObject, json_decoder, read_checked
+    from mlrec_luigi.readers import read_movie_map  # the one checked reader of the map
+    from mlrec_luigi.settings import get_settings
+    from mlrec_luigi.storage import open_bucket
+
+    settings = get_settings()
+    bucket = open_bucket(settings)
+    latest = layout.run_key(settings)
+    try:
+        manifest = read_checked(bucket, latest, json_decoder(_is_manifest), "the next daily run writes it again")
+    except FileNotFoundError:
+        print(f"missing: no DailyRun has finished for {bucket.uri(latest)}: run the pipeline first")
         return 1
     if options.check:
-        problem = freshness_problem(manifest, options.max_age_hours)
+        problem = freshness_problem(manifest, options.max_age_hours, bucket, settings)
         print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
         return 1 if problem else 0
     print(summarize(manifest))
-    from mlrec_luigi.damage import DamagedObject
-    from mlrec_luigi.readers import read_movie_map  # the one checked reader of the map
-
     zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
     try:
         movies = movielens.read_movies(zip_path, settings.max_member_bytes)
-        id_map = read_movie_map(bucket, settings)
-    except (DamagedObject, movielens.DatasetError) as error:
-        print(f"damaged: {error}")
-        return 1
+    except movielens.DatasetError as error:
+        raise DamagedObject(str(error)) from None
+    id_map = read_movie_map(bucket, settings)
     title_of = {id_map[m]: t for m, t in zip(movies["movieId"], movies["title"], strict=True) if m in id_map}
     popular = manifest["stages"].get("popular") or {}
     print(titles(popular, title_of, settings.redis_url))
     if options.png:
+        from mlrec_luigi.report_chart import render_page
+
         pairs = [
             (title_of.get(i, i), n)
             for i, n in zip(popular.get("movie_ids", []), popular.get("counts", []), strict=True)
         ]
         chunks = movielens.iter_ratings(zip_path, settings.interactions_chunk_rows, settings.max_member_bytes)
-        render_chart(pairs, ratings_per_month(chunks), options.png)
+        render_page(manifest, pairs, ratings_per_month(chunks), options.png)
         print(f"chart   {options.png}")
     return 0
+
+
+def _is_manifest(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("stages"), dict) and isinstance(value.get("finished"), str)
 
 
 def titles(popular: Mapping[str, Any], title_of: Mapping[str, str], redis_url: str | None) -> str:
@@ -186,23 +191,46 @@ def titles(popular: Mapping[str, Any], title_of: Mapping[str, str], redis_url: s
     return "\n".join(lines)
 
 
-def freshness_problem(manifest: Mapping[str, Any], max_age_hours: float) -> str | None:
-    """What is stale or missing about the last run, in one line; None when it is fresh and its lists are there."""
-    from mlrec_luigi.tasks.daily import DailyRun  # the tasks: only for the probe
+def freshness_problem(manifest: Mapping[str, Any], max_age_hours: float, bucket: Any, settings: Any) -> str | None:
+    """What is stale or missing about the last run, in one line; None when it is fresh and its lists are there.
 
-    finished = dt.datetime.fromisoformat(str(manifest.get("finished")))
+    Read from the manifest and the records of what each stage published (no task is imported): every
+    published key is compared with Redis; a user's key the API rewrote after that user interacted is the API's.
+    """
+    from mlrec_luigi import mongo, published, user_recs
+
+    try:
+        finished = dt.datetime.fromisoformat(str(manifest.get("finished")))
+    except ValueError:
+        return f"damaged: the last run report says it finished {manifest.get('finished')!r}, which is not a time"
+    if finished.tzinfo is None:
+        finished = finished.replace(tzinfo=dt.UTC)
     age_hours = (dt.datetime.now(dt.UTC) - finished).total_seconds() / 3600
+    if age_hours < -CLOCK_SKEW_HOURS:  # a stored claim checked before it is believed: no run finishes in the future
+        return f"damaged: the last run report says it finished {finished.isoformat()}, in the future: run the pipeline"
     if age_hours > max_age_hours:
         return (
             f"stale: the last DailyRun (date {manifest.get('date')}) finished {finished.isoformat()}, "
             f"{age_hours:.1f} h ago (more than --max-age-hours {max_age_hours:g})"
         )
-    daily = DailyRun(date=dt.date.fromisoformat(str(manifest.get("date"))))
-    for stage in daily.upstream():
-        if not stage.complete():
+    for name, stage in (manifest.get("stages") or {}).items():
+        if not isinstance(stage, dict) or stage.get("redis") != published.PUBLISHED:
+            continue
+        if not isinstance(stage.get("record"), str) or settings.redis_url is None:
+            return f"missing: {name} published to Redis but its record is not named: run the daily command again"
+        record = published.read_record(bucket, stage["record"], "report")
+        if record is None:
+            return f"missing: the record of what {name} published ({bucket.uri(stage['record'])}) is gone"
+
+        def owners_now(keys: list[str]) -> dict[str, int]:
+            collection = mongo.open_mongo(settings)["interactions"]
+            return user_recs.api_fingerprints_of_keys(collection, keys)
+
+        gone = published.unpublished_keys(settings.redis_url, record, owners_now)
+        if gone:
             return (
-                f"missing: {stage.task_family} of {manifest.get('date')} no longer holds: what it published is gone "
-                "from Redis or its inputs changed; run the daily command again"
+                f"missing: {len(gone):,} of the {len(record):,} key(s) {name} of {manifest.get('date')} published "
+                f"are gone from Redis or changed (e.g. {gone[0]}): run the daily command again"
             )
     return None
 

@@ -19,12 +19,18 @@ blocks of users: one matrix product, the seen movies masked, ``argpartition`` at
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pymongo.collection import Collection
 
+from mlrec_luigi import mongo
+from mlrec_luigi.errors import Damaged
+from mlrec_luigi.npy import from_npy
+from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.similar import select_top_k
 
 LIKED_LIMIT = 50
@@ -253,3 +259,45 @@ def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: in
     for block_users, picked in recommend(profiles, vectors, k, BLOCK_USERS):
         rows[np.searchsorted(users, block_users), : picked.shape[1]] = picked
     return rows
+
+
+class StateDamaged(Damaged):
+    """A stored user-lists state cannot be read; the message names it."""
+
+
+def _width(values: list[str]) -> int:
+    return max((len(v.encode()) for v in values), default=1) or 1
+
+
+def state_records(gathered: Gathered, rows: np.ndarray) -> np.ndarray:
+    users = gathered.users.tolist()
+    dtype = np.dtype([("user", f"S{_width(users)}"), ("fingerprint", "<u8"), ("rows", "<i4", (rows.shape[1],))])
+    records = np.empty(len(users), dtype)
+    records["user"] = [u.encode() for u in users]
+    records["fingerprint"] = gathered.fingerprints
+    records["rows"] = rows
+    return records
+
+
+def state_decoder(k: int) -> Callable[[bytes, str], np.ndarray]:
+    """A decoder of a user-lists state of ``k`` movies per user (damaged: :class:`StateDamaged`)."""
+    return functools.partial(read_state, k=k)
+
+
+def read_state(data: bytes, label: str, k: int) -> np.ndarray:
+    records = from_npy(data, label, StateDamaged)
+    if records.dtype.names != ("user", "fingerprint", "rows") or records["rows"].shape[1:] != (k,):
+        raise StateDamaged(f"{label} is not a user-lists state for {k} movies per user")
+    return records
+
+
+def distinct_movies(rows: np.ndarray) -> int:
+    """How many distinct movies the lists ``rows`` (movie rows, -1 for none) recommend: the catalogue they cover."""
+    return int(np.unique(rows[rows >= 0]).size)
+
+
+def api_fingerprints_of_keys(collection: Collection, keys: Sequence[str]) -> dict[str, int]:
+    """Each ``rec:user:<userId>`` key's owner's API fingerprint today (0: no API interaction)."""
+    users = [key.removeprefix(USER_REDIS_PREFIX) for key in keys]
+    now = fingerprints_by_user(mongo.api_interactions_of(collection, users))
+    return {f"{USER_REDIS_PREFIX}{user}": now.get(user, 0) for user in users}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from mlrec_luigi import cache
+from mlrec_luigi import cache, published
 from tests.support.processes import free_port
 
 
@@ -29,10 +29,10 @@ def test_many_lists_are_published_pipelined_with_their_ttl(redis_url: str) -> No
 
 
 def test_publish_policy() -> None:
-    assert cache.publish_policy("redis://h", ["a"]) == cache.PUBLISHED
-    assert cache.publish_policy("redis://h", []) == cache.KEPT_PREVIOUS
-    assert cache.publish_policy(None, ["a"]) == cache.NO_REDIS
-    assert cache.publish_policy("redis://h", ["a"], live=False) == cache.NOT_LIVE
+    assert published.publish_policy("redis://h", ["a"]) == published.PUBLISHED
+    assert published.publish_policy("redis://h", []) == published.KEPT_PREVIOUS
+    assert published.publish_policy(None, ["a"]) == published.NO_REDIS
+    assert published.publish_policy("redis://h", ["a"], live=False) == published.NOT_LIVE
 
 
 def test_unreachable_redis_fails_clearly_without_the_password() -> None:

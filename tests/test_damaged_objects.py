@@ -147,16 +147,35 @@ def test_a_damaged_map_with_a_movie_gone_refuses_naming_it(pipeline: Pipeline) -
     recovers(pipeline, "2026-11-24")
 
 
-@pytest.mark.parametrize("how", ["truncated", "not-json", "wrong-shape", "empty"])
-def test_popular_live_json(pipeline: Pipeline, how: str) -> None:
-    day = {"truncated": "2026-11-25", "not-json": "2026-11-26", "wrong-shape": "2026-11-27", "empty": "2026-11-28"}[how]
-    pipeline.damage(f"{DS}/markers/popular/live.json", how)
-    code, log = pipeline.run("UpdatePopular", day)  # a new day reads which list is live
-    assert code == 30
-    assert "live.json is damaged" in the_line_naming(log, "live.json is damaged")
-    code, log = pipeline.run("UpdatePopular", day)
+LIVE_DAMAGES: dict[str, Callable[[bytes], bytes]] = {
+    **DAMAGES,
+    "a-date-no-run-could-have": lambda data: b'{"date": "2099-01-01"}',  # later than tomorrow: an older version's
+    "not-a-date": lambda data: b'{"date": "yesterday"}',
+    "date-not-text": lambda data: b'{"date": 20261124}',
+}
+
+
+@pytest.mark.parametrize("how", [*LIVE_DAMAGES, "missing"])
+def test_popular_live_json_is_checked_and_derived_again_from_the_markers(pipeline: Pipeline, how: str) -> None:
+    """A stored claim is not believed as it is: the live date is derived from what the markers say was published."""
+    live_key = f"{DS}/markers/popular/live.json"
+    live = pipeline.bucket.read_json(live_key)["date"]
+    if how == "missing":
+        pipeline.bucket.delete(live_key)
+    else:
+        pipeline.bucket.write_bytes(live_key, LIVE_DAMAGES[how](pipeline.bucket.read_bytes(live_key)))
+    pipeline.client.delete("rec:fallback:popular")  # the live list lost too: it must be published again
+    backfill = f"2026-11-{1 + [*LIVE_DAMAGES, 'missing'].index(how):02d}"  # a new date each: it reads the live date
+    code, log = pipeline.run("UpdatePopular", backfill)  # a backfill: never takes the live key
     assert code == 0, log[-3000:]
-    assert pipeline.bucket.read_json(f"{DS}/markers/popular/live.json") == {"date": day}
+    assert "derived again from the markers" in the_line_naming(log, "derived again from the markers")
+    assert pipeline.bucket.read_json(live_key) == {"date": live}
+    assert pipeline.client.get("rec:fallback:popular") is None  # not the backfill's list
+    code, log = pipeline.run("UpdatePopular", live)  # the live date's run publishes its list again
+    assert code == 0, log[-3000:]
+    assert pipeline.lists()["rec:fallback:popular"] == pipeline.original[0]["rec:fallback:popular"]  # type: ignore[attr-defined]
+    code, log = pipeline.run("UpdatePopular", live)
+    assert code == 0 and '"task finished"' not in log, log[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -204,11 +223,20 @@ def test_a_damaged_similar_block_is_named_then_computed_again(pipeline: Pipeline
 
 
 @pytest.mark.parametrize("what", ["user-lists state", "similar record", "user-lists record"])
-def test_a_damaged_state_or_record_is_recomputed(pipeline: Pipeline, what: str) -> None:
+def test_a_damaged_state_or_record_is_named_and_recomputed(pipeline: Pipeline, what: str) -> None:
     pattern = {"user-lists state": "state.npy", "similar record": "similar/published.npy",
                "user-lists record": "user_recs/published/2026-11-24.npy"}[what]  # fmt: skip
-    pipeline.damage(pipeline.one(pattern), "truncated")
-    recovers(pipeline, "2026-11-24")
+    key = pipeline.one(pattern)
+    pipeline.damage(key, "truncated")
+    # The state is read only when the user lists run: a new date makes them run (that date is not complete yet).
+    date = "2026-11-25" if what == "user-lists state" else "2026-11-24"
+    code, log = pipeline.run(date=date)
+    assert code == 0, log[-3000:]
+    assert key in the_line_naming(log, "is not a readable .npy file")
+    if what == "user-lists state":  # nothing reused from a state that cannot be read
+        marker = pipeline.bucket.read_json(f"{DS}/markers/user_recs/{date}.json")
+        assert marker["reused"] == 0 and marker["recomputed"] == marker["users"] > 0
+    recovers(pipeline, date)
 
 
 def test_a_damaged_run_report_is_named_by_the_probe(pipeline: Pipeline) -> None:

@@ -37,7 +37,7 @@ from mlrec_luigi.memo import cached, reads_cached
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, open_bucket
 from mlrec_luigi.tasks.parameters import parameter_problem
-from mlrec_luigi.tasks.targets import MarkerTarget
+from mlrec_luigi.tasks.targets import BucketTarget, MarkerTarget
 
 logger = logging.getLogger("mlrec_luigi")
 Shape = dict[str, type | tuple[type, ...]]
@@ -48,10 +48,10 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _download_task() -> luigi.Task:
-    from mlrec_luigi.tasks.download import DownloadMovieLens  # the first stage; it imports this module
-
-    return DownloadMovieLens()
+def _release_check() -> ReleaseCheck:
+    """The task that checks the release (the first stage): the base knows it by its role, not its module."""
+    (check,) = ReleaseCheck.__subclasses__()  # exactly one stage takes the role
+    return check()
 
 
 def refresh_pending() -> bool:
@@ -60,8 +60,7 @@ def refresh_pending() -> bool:
     Luigi never looks below a complete task, so without this a refresh asked on the daily
     command would be ignored once the stages are complete.
     """
-    download = _download_task()
-    return bool(download.refresh) and download.refresh_pending()  # type: ignore[attr-defined]
+    return _release_check().refresh_pending()
 
 
 def _cause_recorded(complete: Callable[..., bool]) -> Callable[..., bool]:
@@ -78,25 +77,44 @@ def _cause_recorded(complete: Callable[..., bool]) -> Callable[..., bool]:
     return wrapped
 
 
-def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
+def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Any]:
     """``run``, skipped when the stage was scheduled only to wait for a refresh that left it complete,
-    and ending with the dashboard at 100 % saying what was done (not the last progress message)."""
+    and ending with the dashboard at 100 % saying what was done (not the last progress message).
 
-    @functools.wraps(run)
-    def wrapped(self: PipelineTask) -> Iterator[Any]:
+    A ``run`` that yields (dynamic requirements) stays a generator; any other stays a plain call, so
+    ``Task().run()`` runs it (a generator wrapper would silently do nothing when called that way).
+    """
+
+    def skipped(self: PipelineTask) -> bool:
         self._report_status = self.set_status_message  # the worker's reporter, kept for on_failure
         if getattr(self, "_awaits_refresh", False) and self.complete():
             log_event(logger, "unchanged by the refreshed release: nothing to do", task=self.task_family)
             self.counts = {"unchanged_by_refresh": True}
-        else:
-            result = run(self)
-            if inspect.isgenerator(result):
-                yield from result  # dynamic requirements, passed through
+            return True
+        return False
+
+    def done(self: PipelineTask) -> None:
         counts = ", ".join(f"{k} {v:,}" for k, v in getattr(self, "counts", {}).items() if type(v) is int)
         self.set_status_message(f"done: {counts}" if counts else "done")
         self.set_progress_percentage(100)
 
-    return wrapped
+    if inspect.isgeneratorfunction(run):
+
+        @functools.wraps(run)
+        def yielding(self: PipelineTask) -> Iterator[Any]:
+            if not skipped(self):
+                yield from run(self)  # dynamic requirements, passed through
+            done(self)
+
+        return yielding
+
+    @functools.wraps(run)
+    def plain(self: PipelineTask) -> None:
+        if not skipped(self):
+            run(self)
+        done(self)
+
+    return plain
 
 
 class SettingParameter(luigi.Parameter):
@@ -222,6 +240,44 @@ class PipelineTask(luigi.Task):
 PipelineTask.complete = _cause_recorded(PipelineTask.complete)  # type: ignore[method-assign]
 
 
+class ReleaseCheck(PipelineTask):
+    """The role of the first stage: put the release in the bucket, and check it again on ``--refresh``.
+
+    Every stage consults it (``refresh_pending``) without knowing which stage it is.
+    """
+
+    refresh = luigi.BoolParameter(
+        default=False, significant=False, description="download again and replace the zip if it changed"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The command's start: a refresh recorded after it was done by this command (or its forked workers).
+        self._asked_at = time.time()
+
+    @property
+    def refresh_key(self) -> str:
+        return layout.marker_key(self.settings, "download")
+
+    def refresh_pending(self) -> bool:
+        """Whether ``--refresh`` was asked and no refresh has been recorded since this command started."""
+        if not self.refresh:
+            return False
+        try:
+            record = self.bucket.read_json(self.refresh_key)
+        except (FileNotFoundError, ValueError):
+            return True
+        checked = record.get("checked_at") if isinstance(record, dict) else None  # another shape: not recorded
+        return not isinstance(checked, int | float) or checked < self._asked_at
+
+    def complete(self) -> bool:
+        return not self.refresh_pending() and super().complete()
+
+    def record_refresh(self, record: dict[str, Any]) -> None:
+        """Record the release check this command made (``refresh_pending`` is then false)."""
+        self.bucket.write_json(self.refresh_key, {**record, "checked_at": time.time()})
+
+
 class Stage(PipelineTask):
     """A stage whose output is a marker: the record of what it wrote and what it was built from.
 
@@ -231,6 +287,10 @@ class Stage(PipelineTask):
     """
 
     STAMPED: ClassVar[tuple[str, ...]] = ()  # marker fields that downstream stages depend on
+    # The stage's name in the run manifest and the report (None: not reported, e.g. a chunk), and the
+    # marker fields too long for the manifest: declared by the stage, so the manifest follows the DAG.
+    REPORT_NAME: ClassVar[str | None] = None
+    BRIEF_OMITS: ClassVar[tuple[str, ...]] = ()
 
     def marker_key(self) -> str:
         raise NotImplementedError
@@ -262,7 +322,7 @@ class Stage(PipelineTask):
         required = list(super()._requires())
         if refresh_pending():
             self._awaits_refresh = True
-            required.append(_download_task())
+            required.append(_release_check())
         return required
 
     def complete(self) -> bool:
@@ -296,6 +356,8 @@ class Stage(PipelineTask):
             "params": self.to_str_params(only_significant=True),
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - started, 3) if started else None,
+            # the time its chunk tasks took (each once, in whichever run computed it): where the time went
+            "chunks_s": getattr(self, "_chunks_s", None),
             "counts": getattr(self, "counts", {}),
         }
         target.write({**content, "inputs": inputs, "stamp": digest(identity), "run": run})
@@ -353,7 +415,29 @@ class ChunkedStage(Stage):
         yield chunks  # already complete when they were planned as static requirements
         if self.current_source_md5() != md5:
             raise SourceChanged(f"{self.bucket.uri(self.zip_key)} changed while its chunks were computed")
+        self._chunks_s = chunk_seconds(chunks)
         self.finish(chunks)
+
+
+class ChunkTask(PipelineTask):
+    """A chunk whose output is one object in the bucket; the time it took is kept beside it."""
+
+    def output(self) -> BucketTarget:
+        raise NotImplementedError
+
+
+def chunk_seconds(chunks: Sequence[luigi.Task]) -> float:
+    """The seconds ``chunks`` took to compute (a chunk's own record: its marker, or its timing object)."""
+    total = 0.0
+    for chunk in chunks:
+        took: object = None
+        with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+            if isinstance(chunk, Stage):
+                took = ((chunk.output().read() or {}).get("run") or {}).get("duration_s")
+            elif isinstance(chunk, ChunkTask):
+                took = chunk.bucket.read_json(layout.timing_key(chunk.output().key)).get("duration_s")
+        total += took if isinstance(took, int | float) and not isinstance(took, bool) else 0.0
+    return round(total, 3)
 
 
 @functools.lru_cache(maxsize=4)
@@ -383,6 +467,10 @@ def _on_success(task: PipelineTask) -> None:
     if isinstance(task, MongoStage):
         mongo.saved()
     started = getattr(task, "_started_at", time.monotonic())
+    if isinstance(task, ChunkTask):
+        task.bucket.write_json(
+            layout.timing_key(task.output().key), {"duration_s": round(time.monotonic() - started, 3)}
+        )
     log_event(
         logger,
         "task finished",

@@ -21,28 +21,6 @@ from mlrec_luigi.tasks.popular import UpdatePopular
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
 from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
-# The name each stage has in the run manifest (the report reads these).
-REPORTED_AS = {
-    "Embeddings": "embeddings",
-    "LoadMovies": "load_movies",
-    "PrepareRatings": "prepare_ratings",
-    "LoadInteractions": "load_interactions",
-    "UpdatePopular": "popular",
-    "UpdateSimilarMovies": "similar_movies",
-    "UpdateUserRecommendations": "user_recs",
-}
-LEFT_OUT = (
-    "rejected_examples",
-    "duplicate_examples",
-    "parts",
-    "chunks",
-    "blocks",
-    "sample",
-    "inputs",
-    "record",
-    "state",
-)
-
 
 class DailyRun(Stage):
     """The cron job's root: the popular list for ``date``, every movie's similar movies, every user's list."""
@@ -61,9 +39,9 @@ class DailyRun(Stage):
 
     def run(self) -> None:
         stages = {
-            REPORTED_AS[stage.task_family]: _brief(stage.output().read())
+            stage.REPORT_NAME: _brief(stage.output().read(), stage.BRIEF_OMITS)
             for stage in _below(self)
-            if stage.task_family in REPORTED_AS
+            if stage.REPORT_NAME is not None
         }
         manifest = build_manifest(
             date=self.date,
@@ -97,17 +75,19 @@ def build_manifest(
 
 
 def _below(stage: Stage) -> list[Stage]:
-    """Every stage upstream of ``stage``, each once, as the DAG declares them."""
+    """Every stage upstream of ``stage``, each once, in pipeline order (a stage after what it reads)."""
     found: dict[str, Stage] = {}
-    pending = list(stage.upstream())
-    while pending:
-        current = pending.pop()
-        if current.task_id not in found:
-            found[current.task_id] = current
-            pending.extend(current.upstream())
+
+    def visit(current: Stage) -> None:
+        for up in current.upstream():
+            if up.task_id not in found:
+                visit(up)
+                found[up.task_id] = up
+
+    visit(stage)
     return list(found.values())
 
 
-def _brief(marker: dict[str, Any] | None) -> dict[str, Any]:
-    """A marker without its long lists."""
-    return {k: v for k, v in (marker or {}).items() if k not in LEFT_OUT}
+def _brief(marker: dict[str, Any] | None, omits: tuple[str, ...]) -> dict[str, Any]:
+    """A marker without its long lists (what its stage declares, and the upstream stamps)."""
+    return {k: v for k, v in (marker or {}).items() if k not in omits and k != "inputs"}

@@ -12,50 +12,21 @@ new zip md5 and rebuilds from it (the MovieLens interactions become the new rati
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-import luigi
-
-from mlrec_luigi import layout, movielens, source
+from mlrec_luigi import movielens, source
 from mlrec_luigi.settings import redact
 from mlrec_luigi.storage import open_gs_url
-from mlrec_luigi.tasks.base import PipelineTask
+from mlrec_luigi.tasks.base import ReleaseCheck
 from mlrec_luigi.tasks.targets import BucketTarget
 
 
-class DownloadMovieLens(PipelineTask):
+class DownloadMovieLens(ReleaseCheck):
     """Stream ``MOVIELENS_URL`` to disk, verify it, upload it to ``GCS_DATASET_PATH``."""
-
-    refresh = luigi.BoolParameter(
-        default=False, significant=False, description="download again and replace the zip if it changed"
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The command's start: a refresh recorded after it was done by this command (or its forked workers).
-        self._asked_at = time.time()
 
     def output(self) -> BucketTarget:
         return BucketTarget(self.bucket, self.zip_key)
-
-    def refresh_pending(self) -> bool:
-        """Whether ``--refresh`` was asked and no refresh has been recorded since this command started."""
-        if not self.refresh:
-            return False
-        try:
-            checked = float(self.bucket.read_json(self.refresh_key).get("checked_at", 0))
-        except (FileNotFoundError, ValueError, AttributeError, TypeError):
-            return True
-        return checked < self._asked_at
-
-    @property
-    def refresh_key(self) -> str:
-        return layout.marker_key(self.settings, "download")
-
-    def complete(self) -> bool:
-        return not self.refresh_pending() and super().complete()
 
     def run(self) -> None:
         url = self.settings.movielens_url
@@ -83,7 +54,7 @@ class DownloadMovieLens(PipelineTask):
             "replaced": replaced if replaced and replaced != fetched.md5 else None,
             "unchanged": replaced == fetched.md5,
         }
-        self.bucket.write_json(self.refresh_key, {**self.counts, "url": redact(url), "checked_at": time.time()})
+        self.record_refresh({**self.counts, "url": redact(url)})
 
     def _open_gs(self, url: str) -> BinaryIO:
         return open_gs_url(url, self.settings.storage_emulator_host)

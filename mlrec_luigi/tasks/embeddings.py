@@ -14,13 +14,13 @@ from typing import Any, ClassVar
 import luigi
 
 from mlrec_luigi import embedding, layout
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, model_parameter
+from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, Shape, SourceChanged, model_parameter
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
 from mlrec_luigi.tasks.targets import BucketTarget
 
 
-class EmbeddingChunk(PipelineTask):
+class EmbeddingChunk(ChunkTask):
     """Embed movies ``[index * chunk_size, (index + 1) * chunk_size)`` of movies.csv, ordered by text length."""
 
     source_md5 = Md5Parameter()
@@ -69,6 +69,9 @@ class EmbeddingChunk(PipelineTask):
 
 class Embeddings(ChunkedStage):
     """All chunks of the current zip and model, recorded in a manifest written last."""
+
+    REPORT_NAME = "embeddings"
+    BRIEF_OMITS = ("chunks",)
 
     SHAPE: ClassVar[Shape] = {"chunks": list}
 

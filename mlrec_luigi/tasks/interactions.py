@@ -52,6 +52,9 @@ class InteractionsLost(Expected, RuntimeError):
 class PrepareRatings(Stage):
     """ratings.csv → validated ``.npy`` parts of the ratings of known movies, plus a manifest."""
 
+    REPORT_NAME = "prepare_ratings"
+    BRIEF_OMITS = ("parts", "rejected_examples", "duplicate_examples")
+
     SHAPE: ClassVar[Shape] = {"parts": list, "source_md5": str, "chunk_rows": int}
 
     def requires(self) -> DownloadMovieLens:
@@ -163,6 +166,9 @@ class InteractionsChunk(MongoStage):
 
 class LoadInteractions(ChunkedStage, MongoStage):
     """ratings.csv → MongoDB ``interactions`` (type ``rate``): every chunk loaded, then one marker."""
+
+    REPORT_NAME = "load_interactions"
+    BRIEF_OMITS = ("parts", "chunks", "rejected_examples", "duplicate_examples")
 
     confirm_removal = luigi.BoolParameter(
         default=False,

@@ -24,6 +24,8 @@ from mlrec_luigi.tasks.embeddings import Embeddings
 class LoadMovies(MongoStage):
     """Movies + embeddings → MongoDB ``movies``; ``movie_id_map.json`` → the bucket."""
 
+    REPORT_NAME = "load_movies"
+
     model = model_parameter()
 
     STAMPED = ("map_md5",)

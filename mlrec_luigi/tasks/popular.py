@@ -14,34 +14,26 @@ the next run publish it again).
 
 from __future__ import annotations
 
-import logging
+import datetime as dt
 from typing import Any, ClassVar
 
-from mlrec_luigi import cache, layout, mongo
-from mlrec_luigi.damage import read_json_checked
-from mlrec_luigi.logs import log_event
+from mlrec_luigi import layout, live, mongo, published
 from mlrec_luigi.popularity import compute_popular
 from mlrec_luigi.settings import POPULAR_REDIS_KEY
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.parameters import RunDateParameter
 
-logger = logging.getLogger("mlrec_luigi")
-
-WARNINGS = {
-    cache.KEPT_PREVIOUS: "no popular movies in the window: the published list is left in place",
-    cache.NO_REDIS: "REDIS_URL is not set: the popular list is computed but not published",
-    cache.NOT_LIVE: "an older date than the live list's: computed and recorded, not published",
-}
-
 
 class UpdatePopular(MongoStage):
     """Popular movies of the window ending on ``date`` → Redis ``rec:fallback:popular``."""
 
+    REPORT_NAME = "popular"
+
     date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
 
     STAMPED = ("movie_ids", "redis")
-    SHAPE: ClassVar[Shape] = {"movie_ids": list}
+    SHAPE: ClassVar[Shape] = {"movie_ids": list, "redis": str}
 
     def upstream(self) -> list[Stage]:
         return [LoadInteractions()]
@@ -56,28 +48,28 @@ class UpdatePopular(MongoStage):
             "recent_days": settings.popularity_recent_days,
             "min_rating": settings.popularity_min_rating,
             "top_n": settings.popularity_top_n,
+            "ttl_seconds": settings.popularity_ttl_seconds,
             "redis_configured": settings.redis_url is not None,
         }
 
     def holds(self, marker: dict[str, Any]) -> bool:
-        if marker.get("redis") != cache.PUBLISHED:
+        """Not published (a backfill, no Redis): done. Published: done while Redis holds it, or a newer date is live."""
+        if marker.get("redis") != published.PUBLISHED:
             return True
-        if cache.read_list(self.settings.redis_url, POPULAR_REDIS_KEY) == marker.get("movie_ids"):
+        record = published.read_record(self.bucket, str(marker.get("record")), self.task_family)
+        if record is not None and not published.unpublished_keys(str(self.settings.redis_url), record):
             return True
-        return self.live_date() != self.date.isoformat()  # a newer date's list is live: this one is done
+        live_now = self.live_date()
+        return live_now is not None and live_now != self.date  # another date's list is live: this one is done
 
-    def live_date(self) -> str | None:
-        """The date whose list is live in Redis (None: none published yet)."""
-        try:
-            live = read_json_checked(
-                self.bucket,
-                layout.popular_live_key(self.settings),
-                lambda value: isinstance(value, dict) and isinstance(value.get("date"), str),
-                "the next run of the newest date publishes its list and writes it again",
-            )
-        except FileNotFoundError:
-            return None
-        return live["date"]
+    def live_date(self) -> dt.date | None:
+        """The date whose list is live in Redis (None: none published yet), checked before it is believed."""
+        return live.live_date(
+            self.bucket,
+            layout.popular_live_key(self.settings),
+            layout.derived_key(self.settings, "markers", "popular") + "/",
+            self.task_family,
+        )
 
     def run(self) -> None:
         settings = self.settings
@@ -90,25 +82,31 @@ class UpdatePopular(MongoStage):
             settings.popularity_top_n,
             existing=lambda ids: mongo.existing_ids(self.db["movies"], ids),
         )
-        live = self.live_date()
-        published = cache.publish_policy(
-            settings.redis_url, popular.movie_ids, live is None or self.date.isoformat() >= live
+        live_now = self.live_date()
+        self.progress(1, 2, f"publishing {len(popular.movie_ids)} movies to {POPULAR_REDIS_KEY}")
+        policy = published.publish(
+            settings.redis_url,
+            [POPULAR_REDIS_KEY] if popular.movie_ids else [],
+            [popular.movie_ids],
+            settings.popularity_ttl_seconds,
+            what="the popular list",
+            task=self.task_family,
+            live=live_now is None or self.date >= live_now,  # a backfill never takes the live key
         )
-        if published == cache.PUBLISHED:
-            self.progress(1, 2, f"publishing {len(popular.movie_ids)} movies to {POPULAR_REDIS_KEY}")
-            cache.publish_list(
-                settings.redis_url, POPULAR_REDIS_KEY, popular.movie_ids, settings.popularity_ttl_seconds
-            )
-            self.bucket.write_json(layout.popular_live_key(settings), {"date": self.date.isoformat()})
-        else:
-            log_event(logger, WARNINGS[published], logging.WARNING, task=self.task_family, live_date=live)
+        record: dict[str, Any] = {}
+        if policy == published.PUBLISHED:
+            live.record_live(self.bucket, layout.popular_live_key(settings), self.date)
+            record_key = layout.popular_record_key(settings, self.date)
+            record = published.write_record(self.bucket, record_key, [POPULAR_REDIS_KEY], [popular.movie_ids])
         window = popular.window
-        self.counts = {"movies": len(popular.movie_ids), "ratings_counted": sum(popular.counts), "redis": published}
+        self.counts = {"movies": len(popular.movie_ids), "ratings_counted": sum(popular.counts), "redis": policy}
         self.write_marker(
             {
                 **self.counts,
+                **record,
                 "date": self.date.isoformat(),
                 "key": POPULAR_REDIS_KEY,
+                "live_date": live_now.isoformat() if live_now else None,
                 "window_start": window.start.isoformat() if window else None,
                 "window_end": window.end.isoformat() if window else None,
                 "movie_ids": popular.movie_ids,

@@ -21,15 +21,13 @@ from typing import Any, ClassVar
 import luigi
 import numpy as np
 
-from mlrec_luigi import cache, layout, similar
+from mlrec_luigi import layout, published, similar
 from mlrec_luigi.damage import read_checked
-from mlrec_luigi.logs import log_event
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.npy import to_npy
 from mlrec_luigi.readers import read_movie_map, read_vectors
 from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX, Settings
 from mlrec_luigi.storage import Bucket
-from mlrec_luigi.tasks.base import ChunkedStage, PipelineTask, Shape, SourceChanged, Stage, model_parameter
+from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, PipelineTask, Shape, SourceChanged, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
@@ -73,7 +71,7 @@ class SimilarInputs(PipelineTask):
         return _movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
 
 
-class SimilarMoviesBlock(SimilarInputs):
+class SimilarMoviesBlock(SimilarInputs, ChunkTask):
     """The neighbours of movies ``[index * block_rows, (index + 1) * block_rows)`` in ``_id`` order."""
 
     source_md5 = Md5Parameter()
@@ -116,6 +114,9 @@ class SimilarMoviesBlock(SimilarInputs):
 class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
     """Every movie's exact nearest neighbours → Redis ``rec:item:<_id>``."""
 
+    REPORT_NAME = "similar_movies"
+    BRIEF_OMITS = ("blocks", "sample")
+
     model = model_parameter()
 
     STAMPED = ("movies", "record_md5", "redis")
@@ -141,14 +142,12 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
         }
 
     def holds(self, marker: dict[str, Any]) -> bool:
-        if marker.get("redis") != cache.PUBLISHED:
+        if marker.get("redis") != published.PUBLISHED:
             return True
-        try:
-            key = marker["record"]
-            record = cache.read_record(self.bucket.read_bytes(key), self.bucket.uri(key))
-        except (FileNotFoundError, cache.RecordDamaged):
+        record = published.read_record(self.bucket, marker["record"], self.task_family)
+        if record is None or len(record) != marker.get("movies"):
             return False  # the next run publishes again and records it anew
-        return len(record) == marker.get("movies") and not cache.record_differs(self.settings.redis_url, record)
+        return not published.unpublished_keys(str(self.settings.redis_url), record)
 
     def chunks(self) -> list[SimilarMoviesBlock]:
         """One task per block of movies (none until the movies are loaded)."""
@@ -159,7 +158,7 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
         rows = settings.similar_movies_block_rows
         common = {
             "source_md5": movies["source_md5"],
-            "movie_ids": str(movies["map_md5"])[:8],
+            "movie_ids": layout.map_tag(str(movies["map_md5"])),
             "model_name": settings.hf_model_name,
             "top_n": settings.similar_movies_top_n,
             "block_rows": rows,
@@ -177,22 +176,21 @@ class UpdateSimilarMovies(ChunkedStage, SimilarInputs):
         if len(lists) != len(ids):
             raise DatasetError(f"the blocks hold {len(lists)} movies, the movie id map {len(ids)}")
         keys = [f"{SIMILAR_REDIS_PREFIX}{movie}" for movie in ids.tolist()]
-        published = cache.publish_policy(settings.redis_url, keys)
-        if published == cache.PUBLISHED:
-            for done in cache.publish_lists(
-                settings.redis_url, zip(keys, lists, strict=True), settings.similar_movies_ttl_seconds
-            ):
-                self.progress(done, len(keys), f"published {done:,} of {len(keys):,} similar-movies lists")
-        else:
-            log_event(
-                logger,
-                "REDIS_URL is not set: similar movies are computed and kept in the bucket, not published",
-                logging.WARNING,
-                task=self.task_family,
-            )
-        record_key = layout.similar_record_key(settings)
-        self.bucket.write_bytes(record_key, to_npy(cache.published_record(keys, lists)))
-        self.counts = {"movies": len(keys), "neighbours": len(lists[0]) if lists else 0, "redis": published}
+        policy = published.publish(
+            settings.redis_url,
+            keys,
+            lists,
+            settings.similar_movies_ttl_seconds,
+            what="similar movies",
+            task=self.task_family,
+            on_progress=lambda done: self.progress(done, len(keys), f"published {done:,} of {len(keys):,} lists"),
+        )
+        record = published.write_record(self.bucket, layout.similar_record_key(settings), keys, lists)
+        self.counts = {
+            "movies": len(keys),
+            "neighbours": len(lists[0]) if lists else 0,
+            "movies_recommended": len({movie for neighbours in lists for movie in neighbours}),
+            "redis": policy,
+        }
         blocks = [block.output().key for block in chunks]
-        record = {"record": record_key, "record_md5": self.bucket.md5_hex(record_key)}
         self.write_marker({**self.counts, **record, "blocks": blocks})

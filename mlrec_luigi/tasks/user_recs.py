@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 import numpy as np
 from bson import ObjectId
 
-from mlrec_luigi import cache, layout, mongo, user_recs
-from mlrec_luigi.errors import Damaged
+from mlrec_luigi import layout, mongo, published, user_recs
+from mlrec_luigi.damage import DamagedObject, read_checked
 from mlrec_luigi.logs import log_event
-from mlrec_luigi.npy import from_npy, to_npy
+from mlrec_luigi.npy import to_npy
 from mlrec_luigi.readers import read_movie_map, read_ratings_part
 from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
@@ -48,12 +48,11 @@ logger = logging.getLogger("mlrec_luigi")
 CLOCK_SKEW = dt.timedelta(minutes=15)
 
 
-class StateDamaged(Damaged):
-    """A stored state or published record cannot be read; the message names it."""
-
-
 class UpdateUserRecommendations(MongoStage, SimilarInputs):
     """Every user's exact recommendations → Redis ``rec:user:<userId>``."""
+
+    REPORT_NAME = "user_recs"
+    BRIEF_OMITS = ("state",)
 
     date = RunDateParameter(default=None, description="the run's date (UTC; USER_RECS_ACTIVE_DAYS ends with it)")
     model = model_parameter()
@@ -83,21 +82,15 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
 
     def holds(self, marker: dict[str, Any]) -> bool:
         """Every published key holds its list, unless the API deleted or rewrote it after that user interacted."""
-        if marker.get("redis") != cache.PUBLISHED:
+        if marker.get("redis") != published.PUBLISHED:
             return True
-        try:
-            label = self.bucket.uri(marker["record"])
-            record = cache.read_record(self.bucket.read_bytes(marker["record"]), label, ("fingerprint",))
-        except (FileNotFoundError, cache.RecordDamaged):
+        record = published.read_record(self.bucket, marker["record"], self.task_family)
+        if record is None:
             return False  # the next run publishes again and records it anew
-        differing = cache.record_differs(self.settings.redis_url, record)
-        if not differing:
-            return True
-        keys = np.char.decode(record["key"]).tolist()
-        recorded = dict(zip(keys, record["fingerprint"].tolist(), strict=True))
-        users = [key.removeprefix(USER_REDIS_PREFIX) for key in differing]
-        now = user_recs.fingerprints_by_user(mongo.api_interactions_of(self.db["interactions"], users))
-        return all(now.get(user, 0) != recorded[f"{USER_REDIS_PREFIX}{user}"] for user in users)
+        return not published.unpublished_keys(str(self.settings.redis_url), record, self._owners_now)
+
+    def _owners_now(self, keys: list[str]) -> dict[str, int]:
+        return user_recs.api_fingerprints_of_keys(self.db["interactions"], keys)
 
     def run(self) -> None:
         settings = self.settings
@@ -113,69 +106,62 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
         gathered = user_recs.gather(self._movielens_parts(), movie_map, ids, api_docs)
 
         state_key = layout.user_recs_state_key(
-            settings, settings.hf_model_name, str(movies["source_md5"]), str(movies["map_md5"])[:8], k
+            settings, settings.hf_model_name, str(movies["source_md5"]), layout.map_tag(str(movies["map_md5"])), k
         )
         rows, reused = self._reuse(state_key, gathered, k)
         changed = np.flatnonzero(~reused)
         self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users against {len(ids):,} movies")
         rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
-        self.bucket.write_bytes(state_key, to_npy(state_records(gathered, rows)))
+        self.bucket.write_bytes(state_key, to_npy(user_recs.state_records(gathered, rows)))
 
         chosen = np.flatnonzero((rows[:, 0] >= 0) & self._active(gathered))
         keys = [f"{USER_REDIS_PREFIX}{user}" for user in gathered.users[chosen].tolist()]
         lists = [ids[picked[picked >= 0]].tolist() for picked in rows[chosen]]
-        published = cache.publish_policy(settings.redis_url, keys)
-        sent: dict[str, None] = {}  # the keys written and still ours, in order
-        changed_users: set[str] = set()
-        deleted = 0
-        if published == cache.PUBLISHED:
-
-            def leave_out(batch: list[str]) -> set[str]:
-                """Keys of users who interacted since the read: not written, and deleted where written."""
-                nonlocal deleted
-                since = ObjectId.from_datetime(read_at - CLOCK_SKEW)
-                fresh = {
-                    str(d.get("userId")) for d in mongo.api_interactions(collection, since) if d["_id"] not in read_ids
-                }
-                fresh -= changed_users
-                changed_users.update(fresh)
-                written = [key for key in sent if key.removeprefix(USER_REDIS_PREFIX) in fresh]
-                deleted += cache.delete_keys(settings.redis_url, written)
-                for key in written:
-                    del sent[key]
-                left = {key for key in batch if key.removeprefix(USER_REDIS_PREFIX) in changed_users}
-                sent.update(dict.fromkeys(key for key in batch if key not in left))
-                return left
-
-            for done in cache.publish_lists(
-                settings.redis_url, zip(keys, lists, strict=True), settings.user_recs_ttl_seconds, leave_out
-            ):
-                self.progress(2, 4, f"published {done:,} of {len(keys):,} user lists")
-            leave_out([])  # writes that landed during the last batch
-        else:
-            log_event(logger, "user lists computed and kept in the bucket, not published", logging.WARNING,
-                      task=self.task_family, reason=published)  # fmt: skip
-        position = {key: i for i, key in enumerate(keys)}
-        record_key = layout.user_recs_published_key(settings, self.date)
-        kept = np.array([position[key] for key in sent], dtype=np.int64)
-        record = cache.published_record(
-            list(sent), [lists[i] for i in kept], {"fingerprint": gathered.fingerprints[chosen[kept]]}
+        guard = published.NeverStale(
+            str(settings.redis_url),
+            lambda key: key.removeprefix(USER_REDIS_PREFIX),
+            lambda: {
+                str(doc.get("userId"))
+                for doc in mongo.api_interactions(collection, ObjectId.from_datetime(read_at - CLOCK_SKEW))
+                if doc["_id"] not in read_ids
+            },
         )
-        self.bucket.write_bytes(record_key, to_npy(record))
+        policy = published.publish(
+            settings.redis_url,
+            keys,
+            lists,
+            settings.user_recs_ttl_seconds,
+            what="user lists",
+            task=self.task_family,
+            on_progress=lambda done: self.progress(2, 4, f"published {done:,} of {len(keys):,} user lists"),
+            leave_out=guard.leave_out,
+        )
+        if policy == published.PUBLISHED:
+            guard.finish()  # writes that landed during the last batch
+        position = {key: i for i, key in enumerate(keys)}
+        kept = np.array([position[key] for key in guard.sent], dtype=np.int64)
+        record = published.write_record(
+            self.bucket,
+            layout.user_recs_published_key(settings, self.date),
+            list(guard.sent),
+            [lists[i] for i in kept],
+            {published.FINGERPRINT: gathered.fingerprints[chosen[kept]]},
+        )
         self.counts = {
             "users": len(gathered.users),
             "with_list": int((rows[:, 0] >= 0).sum()),
             "recomputed": len(changed),
             "reused": int(reused.sum()),
-            "published": len(sent),
-            "left_out_interacted": len(changed_users),
-            "deleted_after_interaction": deleted,
+            "published": len(guard.sent),
+            "left_out_interacted": len(guard.interacted),
+            "deleted_after_interaction": guard.deleted,
             "inactive": int((rows[:, 0] >= 0).sum()) - len(chosen),
+            "movies_recommended": user_recs.distinct_movies(rows[chosen]),
             "api_interactions": len(api_docs),
-            "redis": published,
+            "redis": policy,
         }
-        self.write_marker({**self.counts, "date": self.date.isoformat(), "read_at": read_at.isoformat(),
-                           "record": record_key, "state": state_key})  # fmt: skip
+        self.write_marker({**self.counts, **record, "date": self.date.isoformat(), "read_at": read_at.isoformat(),
+                           "state": state_key})  # fmt: skip
 
     def _movielens_parts(self) -> list[np.ndarray]:
         manifest = self.input()["ratings"].read() or {}
@@ -188,11 +174,11 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
         rows = np.full((len(gathered.users), k), -1, np.int32)
         reused = np.zeros(len(gathered.users), bool)
         try:
-            state = read_state(self.bucket.read_bytes(state_key), self.bucket.uri(state_key), k)
+            state = read_checked(self.bucket, state_key, user_recs.state_decoder(k), "every user is computed again")
         except FileNotFoundError:
             return rows, reused
-        except StateDamaged as error:
-            log_event(logger, f"{error}: every user is computed again", logging.WARNING, task=self.task_family)
+        except DamagedObject as error:
+            log_event(logger, str(error), logging.WARNING, task=self.task_family)
             return rows, reused
         stored = {user: i for i, user in enumerate(np.char.decode(state["user"]).tolist())}
         for index, user in enumerate(gathered.users.tolist()):
@@ -208,24 +194,3 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
             return np.ones(len(gathered.users), bool)
         end = dt.datetime.combine(self.date + dt.timedelta(days=1), dt.time(), dt.UTC)
         return gathered.last_time_us >= int((end - dt.timedelta(days=days)).timestamp() * 1_000_000)
-
-
-def _width(values: list[str]) -> int:
-    return max((len(v.encode()) for v in values), default=1) or 1
-
-
-def state_records(gathered: user_recs.Gathered, rows: np.ndarray) -> np.ndarray:
-    users = gathered.users.tolist()
-    dtype = np.dtype([("user", f"S{_width(users)}"), ("fingerprint", "<u8"), ("rows", "<i4", (rows.shape[1],))])
-    records = np.empty(len(users), dtype)
-    records["user"] = [u.encode() for u in users]
-    records["fingerprint"] = gathered.fingerprints
-    records["rows"] = rows
-    return records
-
-
-def read_state(data: bytes, label: str, k: int) -> np.ndarray:
-    records = from_npy(data, label, StateDamaged)
-    if records.dtype.names != ("user", "fingerprint", "rows") or records["rows"].shape[1:] != (k,):
-        raise StateDamaged(f"{label} is not a user-lists state for {k} movies per user")
-    return records
