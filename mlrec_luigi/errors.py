@@ -23,8 +23,9 @@ class Damaged(Expected, ValueError):
 
 def _subclasses(kind: type) -> set[type]:
     found: set[type] = set()
-    pending = [kind]
+    pending: list[type] = [kind]
     while pending:
+        sub: type
         for sub in pending.pop().__subclasses__():
             if sub not in found:
                 found.add(sub)

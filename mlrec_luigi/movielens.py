@@ -161,7 +161,7 @@ def member_size(zip_path: Path, name: str) -> int:
 def _read_csv(stream: IO[bytes], name: str, **options: object) -> pd.DataFrame | Iterator[pd.DataFrame]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        return pd.read_csv(text, skip_blank_lines=True, **options)  # type: ignore[call-overload]
+        return pd.read_csv(text, skip_blank_lines=True, **options)
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DatasetError(f"{name}: cannot be parsed as CSV: {error}") from error
 
@@ -357,7 +357,7 @@ def unpack_part(data: bytes, label: str) -> np.ndarray:
 def rating_records(ratings: pd.DataFrame) -> np.ndarray:
     """Validated ratings (userId, movieId, rating, timestamp) as :data:`RATING_RECORD` rows."""
     records = np.empty(len(ratings), dtype=RATING_RECORD)
-    for name in RATING_RECORD.names:
+    for name in RATING_RECORD.names or ():
         records[name] = ratings[name].to_numpy()
     return records
 

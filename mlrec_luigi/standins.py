@@ -135,7 +135,7 @@ def _mongomock_client(store: Path | None) -> tuple[Any, int]:
 
             accepting_sort._accepts_sort = True  # type: ignore[attr-defined]
             setattr(BulkOperationBuilder, method, accepting_sort)
-    client = mongomock.MongoClient(tz_aware=True)
+    client: Any = mongomock.MongoClient(tz_aware=True)
     if store is not None:
         _STORES.add(store)
         if store.exists():

@@ -245,7 +245,7 @@ class GCSBucket(Bucket):
 
     def open_read(self, key: str) -> BinaryIO:
         """Stream ``key`` (chunked, retried by the library)."""
-        return self._bucket.blob(key).open("rb")  # type: ignore[return-value]
+        return self._bucket.blob(key).open("rb")
 
     def upload_file(self, local_path: Path, key: str, content_type: str = "application/octet-stream") -> None:
         from google.cloud.storage.retry import DEFAULT_RETRY

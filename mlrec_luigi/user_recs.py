@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from bson import Decimal128, ObjectId
 from pymongo.collection import Collection
 
 from mlrec_luigi import mongo
@@ -168,7 +169,7 @@ def gather(
 
     ``movie_map``: MovieLens movieId → ``movies._id``; ``ids``: the embedding rows' ``_id``s, sorted.
     """
-    api_movies = [str(doc.get("movieId")) for doc in api_docs]
+    api_movies = [api_movie_id(doc.get("movieId")) for doc in api_docs]
     ranked = np.unique(np.concatenate([ids, np.array(api_movies, dtype=ids.dtype if len(ids) else str)]))
     ml_ids = np.fromiter(movie_map, dtype=np.int64, count=len(movie_map))
     ml_hex = np.array([movie_map[m] for m in ml_ids.tolist()], dtype=ranked.dtype)
@@ -238,11 +239,21 @@ def fingerprints_by_user(api_docs: Sequence[dict]) -> dict[str, int]:
 
 
 def _number(value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    """``value`` as MongoDB's ``value >= 4.0`` compares it: only numbers (int, float, Int64, Decimal128)
+    match; text (``"5"``), booleans and null never do, whatever they hold; NaN never likes."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal128):
         return float("-inf")
-    return number if number == number else float("-inf")  # NaN never likes
+    number = float(value.to_decimal()) if isinstance(value, Decimal128) else float(value)
+    return number if number == number else float("-inf")
+
+
+def api_movie_id(value: object) -> str:
+    """The movie an API interaction names, as the API reads it: what ``ObjectId.is_valid`` accepts (24 hex
+    characters in either case, or a stored ObjectId) names the movie ``ObjectId`` names (as lowercase hex);
+    anything else names no movie (neither liked nor seen), whatever its length."""
+    if isinstance(value, str | bytes | ObjectId) and ObjectId.is_valid(value):
+        return str(ObjectId(value))
+    return f"invalid:{value!r}"  # never equal to a movie's id, still ordered for ties
 
 
 def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:

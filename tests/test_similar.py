@@ -148,7 +148,7 @@ def test_without_redis_the_lists_are_kept_in_the_bucket(similar_env) -> None:
     bucket = configure(REDIS_URL="")
     build(UpdateSimilarMovies())
     assert bucket.read_json("datasets/ml/markers/similar_movies.json")["redis"] == "no_redis"
-    assert len([key for key in bucket.list("datasets/ml/similar/") if "/block-" in key]) == 4
+    assert len([key for key in bucket.list("datasets/ml/similar/") if "/block-" in key and key.endswith(".npy")]) == 4
     assert published(client) == {}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pymongo
 import pytest
 import redis
-from bson import ObjectId
+from bson import Decimal128, ObjectId
 
 from mlrec_luigi import UpdateUserRecommendations, cache, user_recs
 from mlrec_luigi.movielens import RATING_RECORD
@@ -36,11 +36,13 @@ def api_brute_force(interactions: list[dict], embeddings: dict[str, np.ndarray],
         by_user[str(doc["userId"])].append(doc)
     lists = {}
     for user, docs in by_user.items():
-        rates = [d for d in docs if d["type"] == "rate" and d["value"] is not None and d["value"] >= 4.0]
-        rates.sort(key=lambda d: (-d["timestamp"].timestamp(), d["movieId"]))
-        liked = list(dict.fromkeys(d["movieId"] for d in rates[:50]))
+        # MongoDB's {type: "rate", value: {$gte: 4.0}}: numbers only (a text or a bool never matches), newest 50.
+        rates = [d for d in docs if d["type"] == "rate" and mongo_number_at_least(d["value"], 4.0)]
+        rates.sort(key=lambda d: (-d["timestamp"].timestamp(), tie_key(d["movieId"])))
+        # Then the API keeps the ids ObjectId.is_valid accepts, as the movie ObjectId names.
+        liked = list(dict.fromkeys(str(ObjectId(d["movieId"])) for d in rates[:50] if ObjectId.is_valid(d["movieId"])))
         vectors = [np.asarray(embeddings[m], dtype=np.float64) for m in liked if m in embeddings]
-        seen = {d["movieId"] for d in docs}
+        seen = {str(ObjectId(d["movieId"])) for d in docs if ObjectId.is_valid(d["movieId"])}
         candidates = [m for m in sorted(embeddings) if m not in seen]
         if not vectors or not candidates:
             continue
@@ -49,6 +51,16 @@ def api_brute_force(interactions: list[dict], embeddings: dict[str, np.ndarray],
         score = {m: float(np.dot(profile, embeddings[m])) for m in candidates}
         lists[f"rec:user:{user}"] = sorted(candidates, key=lambda m: (-score[m], m))[:k]
     return lists
+
+
+def mongo_number_at_least(value: object, bound: float) -> bool:
+    if isinstance(value, Decimal128):
+        return float(value.to_decimal()) >= bound
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= bound
+
+
+def tie_key(movie_id: object) -> str:
+    return str(ObjectId(movie_id)) if ObjectId.is_valid(movie_id) else f"~{movie_id!r}"
 
 
 def computed_lists(
@@ -143,6 +155,52 @@ def test_a_block_of_users_masks_only_its_own_seen_movies() -> None:
     finally:
         user_recs.BLOCK_USERS = original
     assert small_blocks == api_brute_force(docs, embeddings, 7)
+
+
+VALUES = {"int 5": 5, "float 4.5": 4.5, "text '5'": "5", "text '4.5'": "4.5", "bool True": True, "null": None,
+          "Decimal128 4.5": Decimal128("4.5"), "NaN": float("nan"), "float 3.5": 3.5}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", list(VALUES))
+def test_a_value_is_a_like_only_as_mongodb_compares_it(value: str) -> None:
+    docs, embeddings, movie_map = random_case(6)
+    hexes = sorted(embeddings)
+    user = [{"_id": ObjectId(), "userId": "v", "movieId": hexes[3], "type": "rate", "value": VALUES[value],
+             "timestamp": at(4_000_000)},
+            {"_id": ObjectId(), "userId": "v", "movieId": hexes[8], "type": "rate", "value": 5.0,
+             "timestamp": at(3_999_000)}]  # fmt: skip
+    lists = computed_lists(docs + user, embeddings, movie_map, 5)
+    assert lists == api_brute_force(docs + user, embeddings, 5)
+    liked_3 = value in ("int 5", "float 4.5", "Decimal128 4.5")
+    only_8 = api_brute_force([{**user[1]}, {**user[0], "type": "view"}], embeddings, 5)["rec:user:v"]
+    assert (lists["rec:user:v"] != only_8) == liked_3  # movie 3 shapes the profile only as a number >= 4
+
+
+def variant_ids(hex_id: str) -> dict[str, object]:
+    return {
+        "lowercase": hex_id, "uppercase": hex_id.upper(), "stored as an ObjectId": ObjectId(hex_id),
+        "too short": hex_id[:23], "too long": hex_id + "0", "padded": f" {hex_id} ", "not hex": "z" * 24,
+        "an int": 12345, "null": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", list(variant_ids("0" * 24)))
+def test_a_movie_id_names_a_movie_only_as_objectid_is_valid_reads_it(variant: str) -> None:
+    docs, embeddings, movie_map = random_case(7)
+    hexes = sorted(embeddings)
+    liked_id = variant_ids(hexes[3])[variant]
+    seen_id = variant_ids(hexes[12])[variant]
+    user = [{"_id": ObjectId(), "userId": "ids", "movieId": liked_id, "type": "rate", "value": 5.0,
+             "timestamp": at(4_000_000)},
+            {"_id": ObjectId(), "userId": "ids", "movieId": hexes[8], "type": "rate", "value": 5.0,
+             "timestamp": at(3_999_000)},
+            {"_id": ObjectId(), "userId": "ids", "movieId": seen_id, "type": "view", "value": None,
+             "timestamp": at(3_998_000)}]  # fmt: skip
+    lists = computed_lists(docs + user, embeddings, movie_map, 45)
+    assert lists == api_brute_force(docs + user, embeddings, 45)
+    names_the_movie = variant in ("lowercase", "uppercase", "stored as an ObjectId")
+    assert (hexes[12] not in lists["rec:user:ids"]) == names_the_movie  # seen: never recommended
+    assert (hexes[3] not in lists["rec:user:ids"]) == names_the_movie  # liked, hence seen
 
 
 # --- the stage ---------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class SettingParameter(luigi.Parameter):
     """
 
     def __init__(self, read: Callable[[Settings], str], **kwargs: Any) -> None:
-        super().__init__(default=None, **kwargs)
+        super().__init__(default=None, **kwargs)  # type: ignore[arg-type]  # normalize() reads the settings
         self._read = read
 
     def normalize(self, value: Any) -> Any:
@@ -139,7 +139,7 @@ class SettingParameter(luigi.Parameter):
 
 def model_parameter() -> SettingParameter:
     """The embedding model, for the tasks whose output it shapes (default: ``HF_MODEL_NAME``)."""
-    return SettingParameter(lambda settings: settings.hf_model_name, description="default: HF_MODEL_NAME")
+    return SettingParameter(read=lambda settings: settings.hf_model_name, description="default: HF_MODEL_NAME")
 
 
 class PipelineTask(luigi.Task):
@@ -153,11 +153,14 @@ class PipelineTask(luigi.Task):
             cls.complete = _cause_recorded(cls.__dict__["complete"])  # type: ignore[method-assign]
 
     dataset = SettingParameter(
-        layout.dataset_uri,
+        read=layout.dataset_uri,
         description="where the dataset's outputs live; default: from GCS_BUCKET_NAME, GCS_DATASET_PATH and the zip",
     )
 
-    counts: dict[str, Any]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counts: dict[str, Any] = {}  # what run() did: logged, shown on the dashboard, recorded
+        self._report_status: Callable[[str], None] | None = None  # the worker's reporter, kept for on_failure
 
     def complete(self) -> bool:
         return super().complete()  # wrapped below: the cause of a failure is recorded

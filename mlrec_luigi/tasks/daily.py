@@ -25,7 +25,7 @@ from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 class DailyRun(Stage):
     """The cron job's root: the popular list for ``date``, every movie's similar movies, every user's list."""
 
-    date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
+    date = RunDateParameter(description="the run's date (UTC); default: today")
     SHAPE: ClassVar[Shape] = {"manifest": str}
 
     def upstream(self) -> list[Stage]:

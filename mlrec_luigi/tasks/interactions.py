@@ -237,7 +237,7 @@ class LoadInteractions(ChunkedStage, MongoStage):
         counts = {name: int(manifest.get(name, 0)) for name in COUNTED}
         for name in ("inserted", "updated", "retagged", "already_present", "stored"):
             counts[name] = sum(int(marker.get(name, 0)) for marker in markers)
-        parts = [chunk.part for chunk in chunks]
+        parts = [chunk.part for chunk in chunks if isinstance(chunk, InteractionsChunk)]
         collection = self.db["interactions"]
         check = self._removal_check(collection, parts)
         counts["removed_other_releases"] = mongo.remove_other_parts(collection, parts) if check["removed"] else 0

@@ -52,6 +52,10 @@ class RunDateParameter(luigi.DateParameter):
     A later date would take the live popular list and keep every following daily run from publishing.
     """
 
+    def __init__(self, default: dt.date | None = None, **kwargs: Any) -> None:
+        # None: the day the task is made (normalize); typed so that the task's attribute is a date.
+        super().__init__(default=default, **kwargs)  # type: ignore[arg-type]
+
     def parse(self, s: str) -> Any:
         try:
             return super().parse(s)

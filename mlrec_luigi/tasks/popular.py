@@ -30,7 +30,7 @@ class UpdatePopular(MongoStage):
 
     REPORT_NAME = "popular"
 
-    date = RunDateParameter(default=None, description="the run's date (UTC); default: today")
+    date = RunDateParameter(description="the run's date (UTC); default: today")
 
     STAMPED = ("movie_ids", "redis")
     SHAPE: ClassVar[Shape] = {"movie_ids": list, "redis": str}

@@ -54,7 +54,7 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
     REPORT_NAME = "user_recs"
     BRIEF_OMITS = ("state",)
 
-    date = RunDateParameter(default=None, description="the run's date (UTC; USER_RECS_ACTIVE_DAYS ends with it)")
+    date = RunDateParameter(description="the run's date (UTC; USER_RECS_ACTIVE_DAYS ends with it)")
     model = model_parameter()
 
     STAMPED = ("read_at", "redis", "published")

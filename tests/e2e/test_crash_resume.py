@@ -261,7 +261,9 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     chunk_prefix = "datasets/ml-crash/embeddings/"
     chunks_present = sum(1 for key in scenario.bucket.list(chunk_prefix) if key.endswith(".npy"))
     loaded_present = len(scenario.bucket.list("datasets/ml-crash/markers/interactions/"))
-    blocks_present = sum(1 for key in scenario.bucket.list("datasets/ml-crash/similar/") if "/block-" in key)
+    blocks_present = sum(
+        1 for key in scenario.bucket.list("datasets/ml-crash/similar/") if "/block-" in key and key.endswith(".npy")
+    )
     with pymongo.MongoClient(scenario.mongo_uri) as client:
         ids_after_crash = {
             d["movieId_ml"]: str(d["_id"]) for d in client[scenario.database].movies.find({}, {"movieId_ml": 1})
