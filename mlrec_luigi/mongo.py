@@ -152,7 +152,10 @@ class UpsertCounts:
 
 
 def upsert_movies(
-    collection: Collection, documents: Iterable[dict[str, Any]], recorded_ids: Mapping[int, str] | None = None
+    collection: Collection,
+    documents: Iterable[dict[str, Any]],
+    recorded_ids: Mapping[int, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> UpsertCounts:
     """Upsert movies by ``movieId_ml``: existing ``_id``s are kept, nothing is deleted.
 
@@ -163,7 +166,8 @@ def upsert_movies(
     Reads the stored movies first, then inserts the new ones (with fresh ObjectIds) and
     ``$set``s only the fields that differ on the others, so an unchanged rerun writes
     nothing. A concurrent run that inserts the same movie first wins on the unique index;
-    the loser's movie is then updated instead, under the winner's ``_id``.
+    the loser's movie is then updated instead, under the winner's ``_id``. ``on_progress(done, total)``
+    is called after each batch written (the dashboard's progress).
     """
     stored = {doc["movieId_ml"]: doc for doc in collection.find({"movieId_ml": {"$exists": True}})}
     inserted = updated = unchanged = 0
@@ -180,7 +184,10 @@ def upsert_movies(
             changes.append(UpdateOne({"_id": current["_id"]}, {"$set": changed}))
         else:
             unchanged += 1
+    total = len(new) + len(changes)
     for start in range(0, len(new), MOVIE_BATCH):
+        if on_progress is not None:
+            on_progress(start, total)
         batch = new[start : start + MOVIE_BATCH]
         added, lost_races = insert_new(collection, batch)
         inserted += added
@@ -196,6 +203,8 @@ def upsert_movies(
                 if winners[d["movieId_ml"]] != d["_id"]
             )
     for start in range(0, len(changes), MOVIE_BATCH):
+        if on_progress is not None:
+            on_progress(len(new) + start, max(total, len(new) + len(changes)))
         updated += collection.bulk_write(changes[start : start + MOVIE_BATCH], ordered=False).modified_count
     return UpsertCounts(inserted, updated, unchanged)
 

@@ -73,6 +73,9 @@ def publish(
     if policy != PUBLISHED or redis_url is None:
         log_event(logger, WHY_NOT[policy].format(what=what), logging.WARNING, task=task, reason=policy)
         return policy
+    if len(keys) == 1 and leave_out is None:  # one list (the popular one): one SET … EX, its key in any error
+        cache.publish_list(redis_url, keys[0], lists[0], ttl_seconds)
+        return policy
     for done in cache.publish_lists(redis_url, zip(keys, lists, strict=True), ttl_seconds, leave_out):
         if on_progress is not None:
             on_progress(done)

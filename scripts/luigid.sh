@@ -27,8 +27,14 @@ cat > "$dir/luigid.cfg" <<CFG
 [scheduler]
 state_path = $dir/state.pickle
 record_task_history = true
-# keep finished tasks visible on the dashboard for a day
-remove_delay = 86400
+# A finished task leaves the dashboard 30 minutes after its run stopped asking for it, so the
+# dashboard shows the current run, not yesterday's beside it (/history keeps every run).
+remove_delay = 1800
+# A machine that dies mid-task: luigid drops it after 60 s without a ping (worker_disconnect_delay), its
+# task turns FAILED, and 60 s later (retry_delay; Luigi's default is 900 s) any worker kept alive with
+# --worker-keep-alive takes it again: a dead machine costs about two minutes, not the night.
+worker_disconnect_delay = 60
+retry_delay = 60
 # /metrics: luigi_task_failed_total, luigi_task_done_total, luigi_task_started_total... per family and dataset
 metrics_collector = prometheus
 

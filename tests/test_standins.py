@@ -60,3 +60,14 @@ def test_the_try_out_store_gives_back_what_it_kept(tmp_path) -> None:
     mongo.forget_clients()
     with pytest.raises(SettingsError, match=r"store\.bson, the try-out MongoDB's store, is damaged"):
         mongo.connect(uri)
+
+
+def test_upserting_movies_reports_its_progress_batch_by_batch(database) -> None:
+    seen: list[tuple[int, int]] = []
+    documents = [{"movieId_ml": i, "title": f"m{i}"} for i in range(1, 1201)]
+    counts = mongo.upsert_movies(database.movies, documents, None, lambda done, total: seen.append((done, total)))
+    assert counts.inserted == 1200 and seen == [(0, 1200), (500, 1200), (1000, 1200)]
+    changed = [{**d, "title": "new"} for d in documents[:600]]
+    seen.clear()
+    mongo.upsert_movies(database.movies, changed, None, lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 600), (500, 600)]  # the updates, batch by batch

@@ -62,9 +62,14 @@ class LoadMovies(MongoStage):
         mongo.ensure_indexes(collection, mongo.MOVIE_INDEXES)
         map_key = layout.movie_id_map_key(self.settings)
         recorded = self._recorded_ids(map_key, collection, movies["movieId"].tolist())
-        self.progress(0, 2, f"upserting {len(movies):,} movies")
-        upserted = mongo.upsert_movies(collection, documents, recorded)
-        self.progress(1, 2, "writing the movie id map")
+        self.progress(0, len(movies) + 1, f"upserting {len(movies):,} movies")
+        upserted = mongo.upsert_movies(
+            collection,
+            documents,
+            recorded,
+            lambda done, total: self.progress(done, total + 1, f"upserted {done:,} of {total:,} new or changed movies"),
+        )
+        self.progress(len(movies), len(movies) + 1, "writing the movie id map")
         stored = mongo.movie_id_map(collection)
         id_map = {str(m): stored[m] for m in movies["movieId"].tolist()}
         self.bucket.write_json(map_key, id_map)

@@ -171,4 +171,7 @@ def test_a_failure_shows_no_secret_in_logs_or_on_the_dashboard(luigid: str, env:
     error = scheduler_api(luigid, "fetch_error", task_id=task_id)["error"]
     assert "REDIS_URL redis://:***@127.0.0.1" in error and "cannot publish rec:fallback:popular" in error
     assert "RedisUnavailable" in result.stderr
+    # The dashboard shows each failed task's cause, not its last progress message ("publishing ...").
+    for task in failed.values():
+        assert task["status_message"].startswith(f"failed: {task['name']}: RedisUnavailable: REDIS_URL"), task
     assert_no_secret(result.stderr, result.stdout, error, json.dumps(failed))
