@@ -21,6 +21,10 @@ class Damaged(Expected, ValueError):
     """An object read back is damaged; the message names it and what rebuilds it."""
 
 
+class CheckFailed(Expected, RuntimeError):
+    """A blocking check before data is replaced or published failed; the message gives the numbers."""
+
+
 def _subclasses(kind: type) -> set[type]:
     found: set[type] = set()
     pending: list[type] = [kind]

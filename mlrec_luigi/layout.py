@@ -19,6 +19,7 @@ hex digits of the zip's md5::
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>/state.npy        every user's list (UpdateUserRecommendations)
     <p>/<ds>/user_recs/published/<date>.npy                    the keys published and their values' sha1
     <p>/<ds>/markers/user_recs/<date>.json                     (UpdateUserRecommendations)
+    <p>/<ds>/markers/quality.json, quality/live.json           (MeasureQuality: figures; the live ones)
     <p>/<ds>/markers/download.json                             the last release check (DownloadMovieLens)
     <p>/<ds>/runs/<finished>-<date>.json, runs/latest.json     the run manifest (DailyRun)
 
@@ -134,6 +135,11 @@ def similar_block_key(
 def similar_record_key(settings: Settings) -> str:
     """The keys the similar movies were published under, with the sha1 of each value."""
     return derived_key(settings, "similar", "published.npy")
+
+
+def quality_live_key(settings: Settings) -> str:
+    """The figures of the model the quality gate last let through: what a new model is compared with."""
+    return derived_key(settings, "quality", "live.json")
 
 
 def run_key(settings: Settings, name: str = "latest.json") -> str:

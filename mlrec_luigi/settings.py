@@ -117,6 +117,8 @@ class Settings:
     user_recs_top_n: int = 10
     user_recs_ttl_seconds: int = 90_000
     user_recs_active_days: int = 0
+    quality_sample_users: int = 20_000
+    quality_max_drop: float = 0.5
 
     @property
     def dataset_prefix(self) -> str:
@@ -324,6 +326,10 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         user_recs_active_days=_integer(
             values, "USER_RECS_ACTIVE_DAYS", DEFAULTS.user_recs_active_days, minimum=0, maximum=36_500
         ),
+        quality_sample_users=_integer(
+            values, "QUALITY_SAMPLE_USERS", DEFAULTS.quality_sample_users, minimum=100, maximum=100_000_000
+        ),
+        quality_max_drop=_number(values, "QUALITY_MAX_DROP", DEFAULTS.quality_max_drop, 0.0, 1.0),
     )
 
 

@@ -39,7 +39,8 @@ POPULAR = {"UpdatePopular"}
 SIMILAR = {"SimilarMoviesBlock", "UpdateSimilarMovies"}
 USERS = {"UpdateUserRecommendations"}
 DAILY = {"DailyRun"}
-EVERYTHING = {"DownloadMovieLens"} | EMBED | MOVIES_ON | RATINGS_ON | POPULAR | SIMILAR | USERS | DAILY
+QUALITY = {"MeasureQuality"}
+EVERYTHING = {"DownloadMovieLens"} | EMBED | MOVIES_ON | RATINGS_ON | POPULAR | SIMILAR | USERS | QUALITY | DAILY
 NOTHING: set[str] = set()
 
 
@@ -126,9 +127,17 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     ),  # the zip is in the bucket
     ("MONGODB_URI", lambda w: f"mongomock://localhost/mlrec?store={w.folder / 'store.bson'}", NOTHING, unchanged),
     ("POPULARITY_TTL_SECONDS", "90000", POPULAR | DAILY, ttl_of("rec:fallback:popular", 90_000)),
-    ("POPULARITY_TOP_N", "2", POPULAR | DAILY, lengths("rec:fallback:popular", 2)),
-    ("POPULARITY_MIN_RATING", "5.0", POPULAR | DAILY, popular_is(1, 102)),  # the two rated 5.0
-    ("POPULARITY_RECENT_DAYS", "1", POPULAR | DAILY, popular_is(1, 102)),  # the ratings span five minutes
+    # the popular rule shapes the quality stage's popular baseline too
+    ("POPULARITY_TOP_N", "2", POPULAR | QUALITY | DAILY, lengths("rec:fallback:popular", 2)),
+    ("POPULARITY_MIN_RATING", "5.0", POPULAR | QUALITY | DAILY, popular_is(1, 102)),  # the two rated 5.0
+    ("POPULARITY_RECENT_DAYS", "1", POPULAR | QUALITY | DAILY, popular_is(1, 102)),
+    ("QUALITY_SAMPLE_USERS", "100", QUALITY | DAILY, unchanged),  # measured again; nothing below it reruns
+    (
+        "QUALITY_MAX_DROP",
+        "0.9",
+        NOTHING,
+        unchanged,
+    ),  # the gate's threshold: applied when a model changes  # the ratings span five minutes
     ("SIMILAR_MOVIES_TTL_SECONDS", "100000", {"UpdateSimilarMovies"} | DAILY, ttl_of("rec:item:", 100_000)),
     ("SIMILAR_MOVIES_TOP_N", "3", SIMILAR | DAILY, lengths("rec:item:", 3)),
     # the unit of work, not of output: the published lists stand (a later rerun computes blocks of 3)
@@ -154,14 +163,14 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     (
         "EMBEDDING_CHUNK_SIZE",
         "4",
-        EMBED | MOVIES_ON | {"LoadInteractions"} | POPULAR | {"UpdateSimilarMovies"} | USERS | DAILY,
+        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | {"UpdateSimilarMovies"} | USERS | DAILY,
         unchanged,
     ),
-    ("INTERACTIONS_CHUNK_ROWS", "2", RATINGS_ON | POPULAR | USERS | DAILY, unchanged),
+    ("INTERACTIONS_CHUNK_ROWS", "2", RATINGS_ON | QUALITY | POPULAR | USERS | DAILY, unchanged),
     (
         "HF_MODEL_NAME",
         lambda w: str(w.model_copy),
-        EMBED | MOVIES_ON | {"LoadInteractions"} | POPULAR | SIMILAR | USERS | DAILY,
+        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | SIMILAR | USERS | DAILY,
         unchanged,
     ),  # a copy of the same model: the same lists
     # A new dataset folder: everything is derived again there (MongoDB keeps the movies' ids).

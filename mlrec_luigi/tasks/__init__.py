@@ -3,9 +3,11 @@
 from mlrec_luigi.tasks.daily import DailyRun
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.embeddings import EmbeddingChunk, Embeddings
-from mlrec_luigi.tasks.interactions import InteractionsChunk, LoadInteractions, PrepareRatings
+from mlrec_luigi.tasks.interactions import InteractionsChunk, LoadInteractions
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.popular import UpdatePopular
+from mlrec_luigi.tasks.quality import MeasureQuality
+from mlrec_luigi.tasks.ratings import PrepareRatings
 from mlrec_luigi.tasks.similar import SimilarMoviesBlock, UpdateSimilarMovies
 from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
@@ -17,6 +19,7 @@ __all__ = [
     "InteractionsChunk",
     "LoadInteractions",
     "LoadMovies",
+    "MeasureQuality",
     "PrepareRatings",
     "SimilarMoviesBlock",
     "UpdatePopular",

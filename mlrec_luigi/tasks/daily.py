@@ -18,6 +18,7 @@ from mlrec_luigi import layout
 from mlrec_luigi.tasks.base import Shape, Stage
 from mlrec_luigi.tasks.parameters import RunDateParameter
 from mlrec_luigi.tasks.popular import UpdatePopular
+from mlrec_luigi.tasks.quality import MeasureQuality
 from mlrec_luigi.tasks.similar import UpdateSimilarMovies
 from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
@@ -29,7 +30,12 @@ class DailyRun(Stage):
     SHAPE: ClassVar[Shape] = {"manifest": str}
 
     def upstream(self) -> list[Stage]:
-        return [UpdatePopular(date=self.date), UpdateSimilarMovies(), UpdateUserRecommendations(date=self.date)]
+        return [
+            UpdatePopular(date=self.date),
+            UpdateSimilarMovies(),
+            UpdateUserRecommendations(date=self.date),
+            MeasureQuality(),
+        ]
 
     def marker_key(self) -> str:
         return layout.derived_key(self.settings, "markers", "daily", f"{self.date.isoformat()}.json")

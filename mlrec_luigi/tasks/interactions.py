@@ -24,86 +24,22 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import luigi
-import numpy as np
 
-from mlrec_luigi import layout, mongo, movielens
+from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import part_tag
-from mlrec_luigi.errors import Expected
-from mlrec_luigi.movielens import DatasetError, pack_part
+from mlrec_luigi.errors import CheckFailed, Expected
+from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.readers import movie_ids_of, read_ratings_part
 from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, Shape, SourceChanged, Stage
-from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
+from mlrec_luigi.tasks.ratings import COUNTED, PrepareRatings
 
 INSERT_BATCH = 50_000  # documents encoded and sent at a time: bounds the memory of a chunk
-ESTIMATED_BYTES_PER_RATING = 25  # "123,4567,4.5,1234567890\n": for the progress bar only
-COUNTED = ("rows", "rejected", "duplicates", "skipped_unknown_movie", "records")
-
-
-class CheckFailed(Expected, RuntimeError):
-    """A blocking check before data is replaced or published failed; the message gives the numbers."""
 
 
 class InteractionsLost(Expected, RuntimeError):
     """The collection holds fewer MovieLens interactions than the chunks loaded."""
-
-
-class PrepareRatings(Stage):
-    """ratings.csv → validated ``.npy`` parts of the ratings of known movies, plus a manifest."""
-
-    REPORT_NAME = "prepare_ratings"
-    BRIEF_OMITS = ("parts", "rejected_examples", "duplicate_examples")
-
-    SHAPE: ClassVar[Shape] = {"parts": list, "source_md5": str, "chunk_rows": int}
-
-    def requires(self) -> DownloadMovieLens:
-        return DownloadMovieLens()
-
-    def marker_key(self) -> str:
-        md5 = self.current_source_md5() or "missing"
-        return layout.ratings_manifest_key(self.settings, md5, self.settings.interactions_chunk_rows)
-
-    def expect(self) -> dict[str, Any]:
-        return {"source_md5": self.current_source_md5(), "chunk_rows": self.settings.interactions_chunk_rows}
-
-    def run(self) -> None:
-        settings = self.settings
-        md5 = self.current_source_md5() or "missing"
-        ratings_bytes = movielens.member_size(self.local_zip(), "ratings.csv")
-        written: list[dict[str, Any]] = []
-
-        def write_part(index: int, records: np.ndarray) -> None:
-            key = layout.ratings_part_key(settings, md5, settings.interactions_chunk_rows, index)
-            self.bucket.write_bytes(key, pack_part(records))
-            del written[index:]
-            written.append({"key": key, "records": len(records)})
-
-        def on_read(rows: int) -> None:
-            done = min(rows * ESTIMATED_BYTES_PER_RATING, ratings_bytes)
-            self.progress(done, ratings_bytes, f"{rows:,} ratings read, {len(written)} part(s) written")
-
-        counts = movielens.prepare_ratings(
-            self.local_zip(),
-            self.read_movies()["movieId"].to_numpy(),
-            movielens.RatingsLimits(
-                part_rows=settings.interactions_chunk_rows,
-                max_member_bytes=settings.max_member_bytes,
-                max_rejected_rows=settings.interactions_max_rejected_rows,
-                max_unknown_fraction=settings.interactions_max_unknown_fraction,
-            ),
-            write_part,
-            on_read,
-        )
-        self.counts = {name: getattr(counts, name) for name in COUNTED} | {"parts": len(written)}
-        self.write_marker(
-            {
-                **self.counts,
-                "rejected_examples": counts.rejected_examples,
-                "duplicate_examples": counts.duplicate_examples,
-                "parts": written,
-            }
-        )
 
 
 class InteractionsChunk(MongoStage):

@@ -19,6 +19,7 @@ from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.readers import damaged_map_key, read_movie_map, read_vectors
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
 from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.quality import MeasureQuality
 
 
 class LoadMovies(MongoStage):
@@ -33,6 +34,11 @@ class LoadMovies(MongoStage):
 
     def upstream(self) -> list[Stage]:
         return [Embeddings()]
+
+    def requires(self) -> list[Stage]:
+        # The quality gate: new embeddings are measured (and a worse model held) before they reach MongoDB.
+        # Required, not upstream: measuring again (a quality setting) reruns no stage below it.
+        return [*self.upstream(), MeasureQuality()]
 
     def marker_key(self) -> str:
         return layout.marker_key(self.settings, "load_movies")

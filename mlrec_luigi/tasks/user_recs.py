@@ -38,9 +38,10 @@ from mlrec_luigi.npy import to_npy
 from mlrec_luigi.readers import read_movie_map, read_ratings_part
 from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
-from mlrec_luigi.tasks.interactions import LoadInteractions, PrepareRatings
+from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import RunDateParameter
+from mlrec_luigi.tasks.ratings import PrepareRatings
 from mlrec_luigi.tasks.similar import SimilarInputs
 
 logger = logging.getLogger("mlrec_luigi")

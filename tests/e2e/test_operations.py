@@ -21,7 +21,7 @@ import redis
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
 from tests.support.processes import MOVIELENS_ZIP, PROJECT, background, free_port, wait_until
-from tests.support.runs import run_luigi, scheduled_dag_command
+from tests.support.runs import all_tasks, run_luigi, scheduled_dag_command
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 120, 1500, 20, 500, 50
@@ -113,20 +113,7 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
 
     first = cron("2026-11-23")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert {e["task"] for e in finished_tasks(first.stderr)} == {
-        "DownloadMovieLens",
-        "EmbeddingChunk",
-        "Embeddings",
-        "LoadMovies",
-        "PrepareRatings",
-        "InteractionsChunk",
-        "LoadInteractions",
-        "UpdatePopular",
-        "SimilarMoviesBlock",
-        "UpdateSimilarMovies",
-        "UpdateUserRecommendations",
-        "DailyRun",
-    }
+    assert {e["task"] for e in finished_tasks(first.stderr)} == set(all_tasks())
     second = cron("2026-11-24")
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(e["task"] for e in finished_tasks(second.stderr)) == [

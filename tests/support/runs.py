@@ -63,6 +63,14 @@ def build_fails(*tasks: luigi.Task, failed: str, match: str) -> dict[str, set]:
     return _summary_dict(result.worker)
 
 
+def all_tasks(**chunks: int) -> list[str]:
+    """Every task family the package declares (``mlrec_luigi.tasks.__all__``), each chunk task ``chunks[name]``
+    times: what a full run runs. Tests take the list from here, so a new stage needs no edit of theirs."""
+    from mlrec_luigi import tasks
+
+    return sorted(name for name in tasks.__all__ for _ in range(chunks.get(name, 1)))
+
+
 def families(tasks: set) -> list[str]:
     """The sorted task families of a summary set."""
     return sorted(task.task_family for task in tasks)
