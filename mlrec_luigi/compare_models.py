@@ -57,9 +57,10 @@ def table(model_name: str, figures: dict[str, Any], live: dict[str, Any] | None)
     lines = [f"users measured: {figures['users']:,} (95 % margin of a rate: at most +/-{figures['error_95']:.4f})",
              f"{'method':<34} {'hit rate@10':>12} {'NDCG@10':>9}"]  # fmt: skip
     if live is not None:
-        label = f"live: {live.get('model')}"[:34]
-        lines.append(f"{label:<34} {live['hit_rate']:>12.4f} {live.get('ndcg', 0):>9.4f}")
-    for name, label in [("content", f"this model: {model_name}"), ("popular", "popular fallback"),
+        lines.insert(0, f"live model: {live.get('model')}")
+        lines.append(f"{'the live model':<34} {live['hit_rate']:>12.4f} {live.get('ndcg', 0):>9.4f}")
+    lines.insert(0, f"this model: {model_name}")
+    for name, label in [("content", "this model"), ("popular", "popular fallback"),
                         ("popular_all_time", "all-time popular (unseen)"), ("api_method", "API's 500 random"),
                         ("similar", "similar movies of the last like")]:  # fmt: skip
         lines.append(f"{label[:34]:<34} {figures[name]['hit_rate']:>12.4f} {figures[name]['ndcg']:>9.4f}")

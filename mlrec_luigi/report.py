@@ -58,6 +58,7 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         f"({users.get('recomputed', '?')} recomputed, {users.get('reused', '?')} unchanged), "
         f"redis: {users.get('redis')}",
     ]
+    lines.extend(quality_lines(stages.get("quality") or {}))
     checks = [(name, check) for name, marker in stages.items() for check in (marker or {}).get("checks") or []]
     if checks:
         lines.append("checks before publishing:")
@@ -73,6 +74,45 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         split = f" (chunks {chunks:.2f} s, own {own:.2f} s)" if run.get("chunks_s") is not None else ""
         lines.append(f"  {name:<18} {run.get('finished', '?'):<26} {took}{split}  {_counts(run.get('counts', {}))}")
     return "\n".join(lines)
+
+
+def quality_lines(quality: Mapping[str, Any]) -> list[str]:
+    """The quality stage's figures in two lines: the lists against their baselines, and the gate."""
+    figures = quality.get("figures") or {}
+    if not figures:
+        return []
+
+    def rate(name: str) -> str:
+        found = figures.get(name) or {}
+        return f"{found.get('hit_rate', 0):.4f}/{found.get('ndcg', 0):.4f}"
+
+    gate = quality.get("gate") or {}
+    verdict = "passed" if gate.get("passed") else ("confirmed despite a drop" if gate.get("confirmed") else "?")
+    return [
+        f"quality hit rate@10/NDCG@10 over {figures.get('users', '?')} users: content lists {rate('content')}, "
+        f"popular {rate('popular')}, all-time popular {rate('popular_all_time')}, API's method {rate('api_method')}; "
+        f"similar movies {rate('similar')}; catalogue covered {figures.get('coverage', 0):.1%}",
+        f"        gate: {verdict} (live hit rate {gate.get('live_hit_rate')}, QUALITY_MAX_DROP {gate.get('max_drop')})",
+    ]
+
+
+def quality_history(bucket: Any, settings: Any, limit: int = 30) -> list[tuple[str, dict[str, Any]]]:
+    """(date, quality figures) of the last ``limit`` runs' manifests, oldest first (unreadable ones skipped)."""
+    from mlrec_luigi import layout
+
+    keys = [key for key in bucket.list(layout.run_key(settings, "")) if not key.endswith("/latest.json")]
+    history = []
+    for key in sorted(keys)[-limit:]:
+        try:
+            manifest = bucket.read_json(key)
+        except (FileNotFoundError, ValueError):
+            continue
+        figures = (
+            ((manifest.get("stages") or {}).get("quality") or {}).get("figures") if isinstance(manifest, dict) else None
+        )
+        if isinstance(figures, dict):
+            history.append((str(manifest.get("finished", "?"))[:16], figures))
+    return history
 
 
 def stage_seconds(marker: Mapping[str, Any]) -> tuple[float, float]:
@@ -143,6 +183,10 @@ def _report(options: argparse.Namespace) -> int:
         print(problem or f"ok: the DailyRun of {manifest.get('date')} finished {manifest.get('finished')}")
         return 1 if problem else 0
     print(summarize(manifest))
+    history = quality_history(bucket, settings)
+    if len(history) > 1:
+        print("quality over runs (content hit rate@10): " + ", ".join(
+            f"{when} {figures['content']['hit_rate']:.4f}" for when, figures in history[-7:]))  # fmt: skip
     zip_path = bucket.local_copy(layout.zip_key(settings), settings.cache_dir)
     try:
         movies = movielens.read_movies(zip_path, settings.max_member_bytes)
@@ -160,7 +204,7 @@ def _report(options: argparse.Namespace) -> int:
             for i, n in zip(popular.get("movie_ids", []), popular.get("counts", []), strict=True)
         ]
         chunks = movielens.iter_ratings(zip_path, settings.interactions_chunk_rows, settings.max_member_bytes)
-        render_page(manifest, pairs, ratings_per_month(chunks), options.png)
+        render_page(manifest, pairs, ratings_per_month(chunks), options.png, quality_history(bucket, settings))
         print(f"chart   {options.png}")
     return 0
 

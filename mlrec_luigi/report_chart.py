@@ -58,7 +58,11 @@ def popular_title(popular: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def render_page(
-    manifest: Mapping[str, Any], popular: Sequence[tuple[str, int]], monthly: pd.Series, path: Path
+    manifest: Mapping[str, Any],
+    popular: Sequence[tuple[str, int]],
+    monthly: pd.Series,
+    path: Path,
+    quality_history: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> None:
     """Draw the run report page into ``path`` (PNG)."""
     import matplotlib
@@ -68,8 +72,8 @@ def render_page(
     from matplotlib.ticker import MaxNLocator
 
     stages = manifest.get("stages") or {}
-    figure = plt.figure(figsize=(13, 15))
-    grid = figure.add_gridspec(4, 2, height_ratios=[0.35, 4, 2.2, 1.8], hspace=0.45, wspace=0.45)
+    figure = plt.figure(figsize=(13, 18))
+    grid = figure.add_gridspec(5, 2, height_ratios=[0.35, 4, 2.2, 2.2, 1.8], hspace=0.5, wspace=0.45)
     source = Path(str((manifest.get("source") or {}).get("uri", "?"))).name
     figure.suptitle(
         f"mlrec-luigi daily run {manifest.get('date')} - {source} - model {manifest.get('embedding_model')}\n"
@@ -124,7 +128,9 @@ def render_page(
     counts_axis.set_title("What the run holds (log scale)", fontsize=11)
     counts_axis.invert_yaxis()
 
-    timeline = figure.add_subplot(grid[3, :])
+    draw_quality(figure.add_subplot(grid[3, 0]), figure.add_subplot(grid[3, 1]), stages, quality_history)
+
+    timeline = figure.add_subplot(grid[4, :])
     timeline.plot(pd.to_datetime(monthly.index), monthly.to_numpy(), color="#a53b3b")
     timeline.set_title("MovieLens ratings per month", fontsize=11)
     timeline.set_ylabel("ratings")
@@ -133,3 +139,39 @@ def render_page(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(figure)
+
+
+METHODS = [
+    ("content", "personal lists (content)", "#3b6ea5"),
+    ("popular", "popular fallback", "#e0a030"),
+    ("popular_all_time", "all-time popular", "#5a9e6f"),
+    ("api_method", "API's 500 random", "#a53b3b"),
+]
+
+
+def draw_quality(bars: Any, lines: Any, stages: Mapping[str, Any], history: Sequence[tuple[str, Any]]) -> None:
+    """This run's hit rate@10 per method beside its baselines, and the personal lists' over runs."""
+    figures = (stages.get("quality") or {}).get("figures") or {}
+    if not figures:
+        for axis in (bars, lines):
+            axis.axis("off")
+        bars.text(0, 0.5, "no quality figures in this run (MeasureQuality)", fontsize=10)
+        return
+    names = [label for key, label, _ in METHODS] + ["similar movies"]
+    rates = [figures[key]["hit_rate"] for key, _, _ in METHODS] + [figures["similar"]["hit_rate"]]
+    colours = [colour for _, _, colour in METHODS] + ["#777777"]
+    bars.barh(names, rates, color=colours)
+    for y, value in enumerate(rates):
+        bars.text(value, y, f" {value:.4f}", va="center", fontsize=8)
+    gate = (stages.get("quality") or {}).get("gate") or {}
+    bars.set_title(f"Hit rate@10 on the holdout ({figures.get('users', '?'):,} users, "
+                   f"+/-{figures.get('error_95', 0):.3f}); gate: {'passed' if gate.get('passed') else 'confirmed'}",
+                   fontsize=10)  # fmt: skip
+    bars.invert_yaxis()
+    whens = [when for when, _ in history] or ["this run"]
+    series = history or [("this run", figures)]
+    for key, label, colour in METHODS:
+        lines.plot(range(len(series)), [f[key]["hit_rate"] for _, f in series], marker="o", label=label, color=colour)
+    lines.set_xticks(range(len(whens)), [when[5:] for when in whens], rotation=45, fontsize=7)
+    lines.set_title("Hit rate@10 over runs (a drop is a new model or release)", fontsize=10)
+    lines.legend(fontsize=7)

@@ -217,6 +217,20 @@ def test_the_gate_holds_a_randomised_model_and_takes_it_once_confirmed(pipeline_
         build(DailyRun(date=date))
     gate = json.loads((bucket / "markers/quality.json").read_text())["gate"]
     assert gate["confirmed"] and not gate["passed"]
+    # Compare a model without publishing: its figures beside the live (now the randomised) ones.
+    import contextlib
+    import io
+
+    from mlrec_luigi import compare_models
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert compare_models.main(["--model", str(tmp_path / "same-model")]) == 0
+    lines = printed.getvalue().splitlines()
+    assert lines[0] == f"this model: {tmp_path / 'same-model'}" and lines[1].endswith("random-model"), lines
+    (mine,) = [line for line in lines if line.startswith("this model ")]
+    (theirs,) = [line for line in lines if line.startswith("the live model ")]
+    assert mine.split()[-2] == "1.0000" and float(theirs.split()[-2]) < 0.5, lines
     assert {k: client.get(k) for k in client.scan_iter("rec:item:*")} != {
         k: v for k, v in published.items() if k.startswith(b"rec:item:")
     }
