@@ -117,6 +117,14 @@ def test_the_holdout_never_leaks(seed: int) -> None:
         assert not seen & set(lists.tolist())  # the seen movies are excluded; the hidden one can be found
 
 
+def test_no_user_to_measure_gives_zero_users_and_no_error() -> None:
+    ratings = part([(1, 1, 1, 5.0), (2, 2, 2, 2.0), (3, 3, 3, 4.0)])  # nobody likes two movies
+    holdout = quality.build_holdout([ratings], ROW, sample_users=100)
+    figures = quality.evaluate(holdout, VECTORS, 7, 4.0, 50)
+    assert figures["users"] == 0 and figures["content"] == {"users": 0, "hit_rate": 0.0, "ndcg": 0.0, "recall": 0.0}
+    assert quality.evaluate(quality.build_holdout([], ROW, 100), VECTORS, 7, 4.0, 50)["users"] == 0
+
+
 def test_a_stable_sample_of_users() -> None:
     users = np.arange(1, 1001, dtype=np.uint32)
     chosen = quality.sampled(users, 100)

@@ -88,10 +88,11 @@ def test_two_machines_under_luigid_compute_every_chunk_once_and_history_is_recor
         assert len(loaded) == RATINGS // INTERACTION_CHUNK_ROWS
         assert finished_tasks(first_log) and finished_tasks(second_log)  # both machines worked
         done = scheduler_api(url, "task_list", status="DONE", upstream_status="")
-        # Chunks of both kinds, similar-movies blocks, plus Download, Embeddings, LoadMovies, PrepareRatings,
-        # LoadInteractions, UpdatePopular, UpdateSimilarMovies, UpdateUserRecommendations, DailyRun.
+        # Chunks of both kinds, similar-movies blocks, plus every other task the package declares, once.
         blocks = -(-MOVIES // SIMILAR_BLOCK)
-        assert len(done) == MOVIES // CHUNK + RATINGS // INTERACTION_CHUNK_ROWS + blocks + 9
+        chunks = {"EmbeddingChunk": MOVIES // CHUNK, "InteractionsChunk": RATINGS // INTERACTION_CHUNK_ROWS,
+                  "SimilarMoviesBlock": blocks}  # fmt: skip
+        assert len(done) == len(all_tasks(**chunks))
         assert len([event for event in ran if event["task"] == "SimilarMoviesBlock"]) == blocks
 
     # luigid recorded the task history in SQLite.
