@@ -30,6 +30,7 @@ from tests.support.zips import real_slice  # noqa: E402
 
 REAL_ZIP = ROOT.parent / "shared/data/movielens/ml-latest-small.zip"
 
+
 def _stage_markers() -> int:
     """The markers a no-op DailyRun reads: its own and every reported stage's (from the declared stages)."""
     from mlrec_luigi import tasks

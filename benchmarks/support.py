@@ -62,13 +62,12 @@ def pipeline_env(**values: str) -> None:
     """Point the pipeline's settings at ``values`` for this process (and forget cached clients)."""
     import luigi
 
-    from mlrec_luigi import mongo, settings
-    from mlrec_luigi.tasks import base
+    from mlrec_luigi import mongo, readers, settings
 
     os.environ.update({"MLREC_ENV_FILE": str(WORK / "no.env"), "HF_HUB_OFFLINE": "1", **values})
     settings.get_settings.cache_clear()
     mongo.forget_clients()
-    base._read_movies.cache_clear()
+    readers.movies_in.cache_clear()
     luigi.task_register.Register.clear_instance_cache()
 
 

@@ -20,7 +20,7 @@ from mlrec_luigi import causes, tasks
 from mlrec_luigi.logs import configure_logging
 from mlrec_luigi.settings import SettingsError, get_settings
 from mlrec_luigi.tasks import *  # noqa: F403 - the tasks are the package's interface, listed once in tasks/
-from mlrec_luigi.tasks.base import say_the_cause_last
+from mlrec_luigi.tasks.events import say_the_cause_last
 
 try:
     configure_logging(get_settings().log_level)

@@ -1,5 +1,6 @@
 """The Luigi tasks, one module per stage, in pipeline order; ``daily.py`` is the root."""
 
+from mlrec_luigi.tasks import events  # noqa: F401 - registers what every task does on start, success, failure
 from mlrec_luigi.tasks.daily import DailyRun
 from mlrec_luigi.tasks.download import DownloadMovieLens
 from mlrec_luigi.tasks.embeddings import EmbeddingChunk, Embeddings

@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,14 +28,14 @@ import luigi
 import pandas as pd
 from pymongo.database import Database
 
-from mlrec_luigi import causes, layout, mongo, movielens
+from mlrec_luigi import causes, layout, mongo, readers
 from mlrec_luigi.damage import DamagedObject
 from mlrec_luigi.errors import Expected, is_expected, one_line
 from mlrec_luigi.logs import interactive, log_event, scrub, terminal_progress
 from mlrec_luigi.memo import cached, reads_cached
 from mlrec_luigi.settings import Settings, SettingsError, get_settings
 from mlrec_luigi.storage import Bucket, open_bucket
-from mlrec_luigi.tasks.parameters import parameter_problem
+from mlrec_luigi.tasks.parameters import SettingParameter, parameter_problem
 from mlrec_luigi.tasks.targets import BucketTarget, MarkerTarget
 
 logger = logging.getLogger("mlrec_luigi")
@@ -117,31 +116,6 @@ def _run_wrapped(run: Callable[..., Any]) -> Callable[..., Any]:
     return plain
 
 
-class SettingParameter(luigi.Parameter):
-    """A parameter whose default is read from the settings when the task is made.
-
-    It puts what the settings choose (the dataset, the model) into the task's id, so two
-    pipelines under one scheduler never share a task, and the dashboard names each.
-    """
-
-    def __init__(self, read: Callable[[Settings], str], **kwargs: Any) -> None:
-        super().__init__(default=None, **kwargs)  # type: ignore[arg-type]  # normalize() reads the settings
-        self._read = read
-
-    def normalize(self, value: Any) -> Any:
-        if value is not None:
-            return value
-        try:
-            return self._read(get_settings())
-        except SettingsError:
-            return "(settings invalid)"  # complete() raises the error itself, in one line
-
-
-def model_parameter() -> SettingParameter:
-    """The embedding model, for the tasks whose output it shapes (default: ``HF_MODEL_NAME``)."""
-    return SettingParameter(read=lambda settings: settings.hf_model_name, description="default: HF_MODEL_NAME")
-
-
 class PipelineTask(luigi.Task):
     """A stage of the pipeline. ``run()`` fills ``self.counts``; a summary is logged at the end."""
 
@@ -200,22 +174,12 @@ class PipelineTask(luigi.Task):
         return cached(("md5", self.bucket.uri(self.zip_key)), lambda: self.bucket.md5_hex(self.zip_key))
 
     def local_zip(self) -> Path:
-        """A local copy of the zip in the bucket; a damaged one is removed there, so the next run downloads it."""
-        path = self.bucket.local_copy(self.zip_key, self.settings.cache_dir)
-        problem = _zip_problem(path, self.current_source_md5())
-        if problem:
-            self.bucket.delete(self.zip_key)
-            if path.exists() and self.bucket.uri(self.zip_key) != path.as_uri():
-                path.unlink()
-            raise DamagedObject(
-                f"{self.bucket.uri(self.zip_key)} is not a readable zip ({problem}): removed it; the next run "
-                "downloads it again"
-            )
-        return path
+        """A local copy of the zip in the bucket, checked (a damaged one is named and removed: readers.py)."""
+        return readers.local_zip(self.bucket, self.zip_key, self.settings.cache_dir, self.current_source_md5())
 
     def read_movies(self) -> pd.DataFrame:
         # Keyed by content: a local bucket replaces a zip in place, under the same path.
-        return _read_movies(self.local_zip(), self.current_source_md5(), self.settings.max_member_bytes)
+        return readers.movies_in(self.local_zip(), self.current_source_md5(), self.settings.max_member_bytes)
 
     def on_failure(self, exception: BaseException) -> str:
         """The explanation the scheduler shows and Luigi's failure e-mail carries, secrets removed.
@@ -441,73 +405,3 @@ def chunk_seconds(chunks: Sequence[luigi.Task]) -> float:
                 took = chunk.bucket.read_json(layout.timing_key(chunk.output().key)).get("duration_s")
         total += took if isinstance(took, int | float) and not isinstance(took, bool) else 0.0
     return round(total, 3)
-
-
-@functools.lru_cache(maxsize=4)
-def _zip_problem(path: Path, md5: str | None) -> str | None:
-    """Why the zip at ``path`` cannot be read (its central directory), or None; once per content."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        return str(error) or type(error).__name__
-    return None
-
-
-@functools.lru_cache(maxsize=2)
-def _read_movies(zip_path: Path, md5: str | None, max_member_bytes: int) -> pd.DataFrame:
-    return movielens.read_movies(zip_path, max_member_bytes)
-
-
-@PipelineTask.event_handler(luigi.Event.START)
-def _on_start(task: PipelineTask) -> None:
-    task.counts = {}
-    task._started_at = time.monotonic()  # type: ignore[attr-defined]
-
-
-@PipelineTask.event_handler(luigi.Event.SUCCESS)
-def _on_success(task: PipelineTask) -> None:
-    if isinstance(task, MongoStage):
-        mongo.saved()
-    started = getattr(task, "_started_at", time.monotonic())
-    if isinstance(task, ChunkTask):
-        task.bucket.write_json(
-            layout.timing_key(task.output().key), {"duration_s": round(time.monotonic() - started, 3)}
-        )
-    log_event(
-        logger,
-        "task finished",
-        task=task.task_family,
-        task_id=task.task_id,
-        counts=getattr(task, "counts", {}),
-        duration_s=round(time.monotonic() - started, 3),
-    )
-
-
-def say_the_cause_last() -> None:
-    """Log the last failure's cause as the command's final line (registered for the `luigi` command)."""
-    cause = causes.first()  # the first: what the others followed from; forked workers' included
-    if cause:
-        log_event(logger, cause, logging.ERROR)
-
-
-@PipelineTask.event_handler(luigi.Event.BROKEN_TASK)
-def _on_broken(task: PipelineTask, exception: BaseException) -> None:
-    # requires() raised while the DAG was scheduled.
-    causes.record(task.task_family, exception)
-
-
-@PipelineTask.event_handler(luigi.Event.FAILURE)
-def _on_failure(task: PipelineTask, exception: BaseException) -> None:
-    causes.record(task.task_family, exception)
-    started = getattr(task, "_started_at", time.monotonic())
-    log_event(
-        logger,
-        "task failed",
-        logging.ERROR,
-        task=task.task_family,
-        task_id=task.task_id,
-        error=scrub(one_line(exception)),
-        counts=getattr(task, "counts", {}),
-        duration_s=round(time.monotonic() - started, 3),
-    )

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import luigi
 
 from mlrec_luigi import embedding, layout
-from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, Shape, SourceChanged, model_parameter
+from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, Shape, SourceChanged
 from mlrec_luigi.tasks.download import DownloadMovieLens
-from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
+from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter, model_parameter
 from mlrec_luigi.tasks.targets import BucketTarget
 
 

@@ -17,8 +17,9 @@ from mlrec_luigi import layout, mongo
 from mlrec_luigi.documents import movie_document
 from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.readers import damaged_map_key, read_movie_map, read_vectors
-from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
+from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
 from mlrec_luigi.tasks.embeddings import Embeddings
+from mlrec_luigi.tasks.parameters import model_parameter
 from mlrec_luigi.tasks.quality import MeasureQuality
 
 

@@ -9,9 +9,12 @@ line naming the parameter, like a malformed setting.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import luigi
+
+from mlrec_luigi.settings import Settings, SettingsError, get_settings
 
 MAX_INT = 2**31 - 1
 
@@ -101,3 +104,28 @@ def parameter_problem(task: luigi.Task) -> str | None:
         if problem:
             return f"--{name.replace('_', '-')} of {task.task_family} {problem}"
     return None
+
+
+class SettingParameter(luigi.Parameter):
+    """A parameter whose default is read from the settings when the task is made.
+
+    It puts what the settings choose (the dataset, the model) into the task's id, so two
+    pipelines under one scheduler never share a task, and the dashboard names each.
+    """
+
+    def __init__(self, read: Callable[[Settings], str], **kwargs: Any) -> None:
+        super().__init__(default=None, **kwargs)  # type: ignore[arg-type]  # normalize() reads the settings
+        self._read = read
+
+    def normalize(self, value: Any) -> Any:
+        if value is not None:
+            return value
+        try:
+            return self._read(get_settings())
+        except SettingsError:
+            return "(settings invalid)"  # complete() raises the error itself, in one line
+
+
+def model_parameter() -> SettingParameter:
+    """The embedding model, for the tasks whose output it shapes (default: ``HF_MODEL_NAME``)."""
+    return SettingParameter(read=lambda settings: settings.hf_model_name, description="default: HF_MODEL_NAME")

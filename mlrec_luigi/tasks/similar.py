@@ -14,43 +14,23 @@ Complete only while every published key holds what was published (one server-sid
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, ClassVar
 
 import luigi
 import numpy as np
 
-from mlrec_luigi import layout, published, similar
+from mlrec_luigi import layout, published, readers, similar
 from mlrec_luigi.damage import read_checked
 from mlrec_luigi.movielens import DatasetError
-from mlrec_luigi.readers import read_movie_map, read_vectors
-from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX, Settings
-from mlrec_luigi.storage import Bucket
-from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, PipelineTask, Shape, SourceChanged, Stage, model_parameter
+from mlrec_luigi.settings import SIMILAR_REDIS_PREFIX
+from mlrec_luigi.tasks.base import ChunkedStage, ChunkTask, PipelineTask, Shape, SourceChanged, Stage
 from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.movies import LoadMovies
-from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter
+from mlrec_luigi.tasks.parameters import CheckedIntParameter, Md5Parameter, model_parameter
 from mlrec_luigi.tasks.targets import BucketTarget
 
 logger = logging.getLogger("mlrec_luigi")
-
-
-@functools.lru_cache(maxsize=2)
-def _movie_vectors(
-    bucket: Bucket, settings: Settings, map_md5: str, manifest_key: str, chunk_keys: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(``movies._id`` strings sorted, their unit vectors as one float32 matrix in that order)."""
-    map_key = layout.movie_id_map_key(settings)
-    id_map = {str(movie): hex_id for movie, hex_id in read_movie_map(bucket, settings).items()}
-    vectors = read_vectors(bucket, manifest_key, chunk_keys)
-    ids = np.array(sorted(id_map.values()))
-    by_id = {hex_id: int(movie) for movie, hex_id in id_map.items()}
-    missing = [by_id[i] for i in ids if by_id[i] not in vectors]
-    if missing:
-        raise DatasetError(f"the embedding chunks lack {len(missing)} movie(s) of {bucket.uri(map_key)}: {missing[:5]}")
-    matrix = np.stack([vectors[by_id[i]] for i in ids]).astype(np.float32, copy=False)
-    return ids, np.ascontiguousarray(matrix)
 
 
 def neighbours_per_movie(movies: int, top_n: int) -> int:
@@ -68,7 +48,7 @@ class SimilarInputs(PipelineTask):
         movies = self.input()["movies"].read() or {}
         manifest = self.input()["embeddings"]
         chunks = tuple((manifest.read() or {}).get("chunks", []))
-        return _movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
+        return readers.movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
 
 
 class SimilarMoviesBlock(SimilarInputs, ChunkTask):

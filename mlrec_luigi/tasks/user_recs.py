@@ -31,25 +31,25 @@ from typing import Any, ClassVar
 import numpy as np
 from bson import ObjectId
 
-from mlrec_luigi import layout, mongo, published, user_recs
+from mlrec_luigi import layout, mongo, published, readers, user_recs
 from mlrec_luigi.damage import DamagedObject, read_checked
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.npy import to_npy
 from mlrec_luigi.readers import read_movie_map, read_ratings_part
 from mlrec_luigi.settings import USER_REDIS_PREFIX
-from mlrec_luigi.tasks.base import MongoStage, Shape, Stage, model_parameter
+from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
+from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.movies import LoadMovies
-from mlrec_luigi.tasks.parameters import RunDateParameter
+from mlrec_luigi.tasks.parameters import RunDateParameter, model_parameter
 from mlrec_luigi.tasks.ratings import PrepareRatings
-from mlrec_luigi.tasks.similar import SimilarInputs
 
 logger = logging.getLogger("mlrec_luigi")
 # The API's ObjectIds carry the API's clock: interactions stored this long before the read are looked at again.
 CLOCK_SKEW = dt.timedelta(minutes=15)
 
 
-class UpdateUserRecommendations(MongoStage, SimilarInputs):
+class UpdateUserRecommendations(MongoStage):
     """Every user's exact recommendations → Redis ``rec:user:<userId>``."""
 
     REPORT_NAME = "user_recs"
@@ -62,7 +62,15 @@ class UpdateUserRecommendations(MongoStage, SimilarInputs):
     SHAPE: ClassVar[Shape] = {"record": str, "published": int}
 
     def requires(self) -> dict[str, Any]:
-        return {**SimilarInputs.requires(self), "interactions": LoadInteractions(), "ratings": PrepareRatings()}
+        return {"movies": LoadMovies(), "embeddings": Embeddings(), "interactions": LoadInteractions(),
+                "ratings": PrepareRatings()}  # fmt: skip
+
+    def movie_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The catalogue's ids and vectors, as the similar movies read them (readers.movie_vectors)."""
+        movies = self.input()["movies"].read() or {}
+        manifest = self.input()["embeddings"]
+        chunks = tuple((manifest.read() or {}).get("chunks", []))
+        return readers.movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
 
     def upstream(self) -> list[Stage]:
         return [LoadMovies(), LoadInteractions()]

@@ -24,6 +24,12 @@ from tests.support.zips import small_zip
 UNREACHABLE = "mongodb://app:hunter2@127.0.0.1:{port}/db"
 
 
+def script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``bash scripts/NAME ARGS`` from the project, as the README types it."""
+    command = ["bash", f"scripts/{name}", *args]
+    return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize(
     "way",
     ["environment", "dotenv", "dotenv export", "dotenv quoted", "MLREC_ENV_FILE", "MLREC_ENV_FILE export"],
@@ -63,14 +69,7 @@ def test_the_scripts_use_the_uri_of_mlrec_env_file_and_fail_when_it_is_unreachab
     prod = tmp_path / "prod.env"
     prod.write_text(("export " if export else "") + f"MONGODB_URI={UNREACHABLE.format(port=free_port())}\n")
     env = subprocess_env(tmp_path, MOVIELENS_URL=small_zip(tmp_path / "ml.zip").as_uri(), MLREC_ENV_FILE=str(prod))
-    result = subprocess.run(
-        ["bash", "scripts/luigi.sh", "UpdatePopular", "--lock-pid-dir", str(tmp_path)],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = script("luigi.sh", "UpdatePopular", "--lock-pid-dir", str(tmp_path), env=env)
     assert result.returncode == 35, result.stderr[-3000:]
     assert "try-out" not in result.stderr and not (tmp_path / "mongomock.bson").exists()
     the_cause(result.stderr, "MongoUnavailable: MONGODB_URI mongodb://app:***@127.0.0.1")
@@ -96,14 +95,7 @@ def test_the_cause_of_a_failure_in_a_forked_worker_is_the_last_line(tmp_path: Pa
 def test_cron_mails_the_cause_of_a_failure_in_a_forked_worker(tmp_path: Path) -> None:
     var = tmp_path / "var"
     env = {**broken_source_env(tmp_path), "VAR_DIR": str(var)}
-    result = subprocess.run(
-        ["bash", "scripts/cron.sh", "--workers", "2", "--lock-pid-dir", str(tmp_path)],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = script("cron.sh", "--workers", "2", "--lock-pid-dir", str(tmp_path), env=env)
     mail = result.stdout.splitlines()
     assert result.returncode == 30 and len(mail) == 3, result.stdout + result.stderr[-2000:]
     assert mail[1].startswith("Cause: DownloadMovieLens: SourceError: ") and "MOVIELENS_URL" in mail[1], mail

@@ -11,8 +11,7 @@ from pathlib import Path
 import luigi
 from luigi.execution_summary import LuigiStatusCode, _summary_dict
 
-from mlrec_luigi import mongo, settings
-from mlrec_luigi.tasks import base
+from mlrec_luigi import mongo, readers, settings
 from tests.support.processes import PROJECT
 
 
@@ -20,7 +19,7 @@ def reset_process_state() -> None:
     """Forget what this process cached about settings, clients and task instances."""
     settings.get_settings.cache_clear()
     mongo.forget_clients()
-    base._read_movies.cache_clear()
+    readers.movies_in.cache_clear()
     luigi.task_register.Register.clear_instance_cache()
 
 
