@@ -92,3 +92,14 @@ def test_a_run_report_that_cannot_be_believed_is_damaged(tmp_path: Path, redis_u
         latest.write_text(latest.read_text().replace('"finished": "', '"finished": "soon'))
     line = one_line(probe(tmp_path, REDIS_URL=redis_url))
     assert line.startswith("damaged: the last run report says it finished"), line
+
+
+def test_the_page_says_when_the_popular_window_holds_few_ratings() -> None:
+    from mlrec_luigi.report_chart import popular_title
+
+    few = {"movies": 21, "min_rating": 4.0, "recent_days": 7, "ratings_counted": 21,
+           "window_start": "2018-09-17T14:27:30+00:00", "window_end": "2018-09-24T14:27:30+00:00"}  # fmt: skip
+    title, note = popular_title(few)
+    assert "top 21 by ratings >= 4.0 in the 7 days 2018-09-17 .. 2018-09-24 (21 ratings)" in title
+    assert note is not None and "holds only 21" in note
+    assert popular_title({**few, "ratings_counted": 5_000})[1] is None

@@ -70,6 +70,11 @@ def test_the_try_out_store_keeps_the_data_so_a_rerun_is_the_promised_no_op(tmp_p
     report = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report", "--png"], env, cwd=tmp_path)
     assert report.returncode == 0 and report.stderr == "", report.stderr[-2000:]
     assert "chart   var/report.png" in report.stdout and (tmp_path / "var/report.png").stat().st_size > 10_000
+    # Where the time went: a chunked stage's time is its chunks' and its own, and the line says both.
+    (embeddings,) = [line for line in report.stdout.splitlines() if line.startswith("  embeddings ")]
+    total, chunks, own = (float(x) for x in re.findall(r"([\d.]+) s", embeddings)[:3])
+    assert chunks > 0 and abs(total - (chunks + own)) < 0.02, embeddings
+    assert "quality hit rate@10/NDCG@10 over" in report.stdout  # the quality figures, with their baselines
 
 
 def cron_line(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
