@@ -21,6 +21,7 @@ from mlrec_luigi.logs import configure_logging
 from mlrec_luigi.settings import SettingsError, get_settings
 from mlrec_luigi.tasks import *  # noqa: F403 - the tasks are the package's interface, listed once in tasks/
 from mlrec_luigi.tasks.events import say_the_cause_last
+from mlrec_luigi.tasks.exit_codes import exit_zero_when_the_dag_is_done
 
 try:
     configure_logging(get_settings().log_level)
@@ -31,6 +32,7 @@ except SettingsError:
 
 if Path(sys.argv[0]).name == "luigi":  # the command a person reads: its last line is the cause of a failure
     causes.share_with_workers()  # forked workers (--workers N) record theirs where this process reads them
+    exit_zero_when_the_dag_is_done()  # a machine whose share another machine ran exits 0 once the DAG is done
     atexit.register(say_the_cause_last)
 
 __all__ = tasks.__all__

@@ -103,3 +103,29 @@ def test_the_page_says_when_the_popular_window_holds_few_ratings() -> None:
     assert "top 21 by ratings >= 4.0 in the 7 days 2018-09-17 .. 2018-09-24 (21 ratings)" in title
     assert note is not None and "holds only 21" in note
     assert popular_title({**few, "ratings_counted": 5_000})[1] is None
+
+
+def test_a_worker_whose_share_another_ran_counts_the_dag_done_only_when_it_is() -> None:
+    from types import SimpleNamespace
+
+    from mlrec_luigi.tasks.exit_codes import done_elsewhere
+
+    class Root:
+        def __init__(self, done: bool) -> None:
+            self.done = done
+
+        def complete(self) -> bool:
+            return self.done
+
+    def summary_of(root: Root, **sets: set) -> dict[str, set]:
+        base = {name: set() for name in ("already_done", "completed", "failed", "scheduling_error",
+                                          "still_pending_ext", "run_by_other_worker", "not_run")}  # fmt: skip
+        return {**base, **sets}
+
+    for root_done, failed, expect_zero in [(True, set(), True), (False, set(), False), (True, {"x"}, False)]:
+        root = Root(root_done)
+        worker = SimpleNamespace(_add_task_history=[(root, "PENDING", True)])
+        sets = done_elsewhere(lambda w, r=root, f=failed: summary_of(r, run_by_other_worker={"chunk"}, failed=f))(
+            worker
+        )
+        assert (not sets["run_by_other_worker"] and root in sets["already_done"]) == expect_zero
