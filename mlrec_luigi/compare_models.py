@@ -75,12 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         bucket = open_bucket(settings)
         figures = figures_of(options.model, settings, bucket)
-        try:
-            live = read_checked(bucket, layout.quality_live_key(settings),
-                                json_decoder(lambda v: isinstance(v, dict) and isinstance(v.get("hit_rate"), float)),
-                                "the next measure that passes writes it again")  # fmt: skip
-        except FileNotFoundError:
-            live = None
+        live = quality.read_live_figures(bucket, layout.quality_live_key(settings))
     except SettingsError as error:
         print(scrub(f"error: {error}"), file=sys.stderr)
         return 2

@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 
 from mlrec_luigi import user_recs
+from mlrec_luigi.damage import json_decoder, read_checked
 from mlrec_luigi.similar import select_top_k
+from mlrec_luigi.storage import Bucket
 
 K = 10
 MIN_LIKES = 2
@@ -285,3 +287,19 @@ def evaluate(holdout: Holdout, vectors: np.ndarray, recent_days: int, min_rating
         "coverage": coverage(content, len(vectors)),
         "error_95": round(1.96 * math.sqrt(0.25 / max(len(holdout.users), 1)), 6),
     }
+
+
+def read_live_figures(bucket: Bucket, key: str) -> dict[str, Any] | None:
+    """The figures the gate last let through (``quality/live.json``), checked; None when none were recorded.
+
+    Raises:
+        DamagedObject: not JSON, or no numeric ``hit_rate``: named and removed (the next passing measure rewrites it).
+    """
+    try:
+        return read_checked(bucket, key, json_decoder(_is_live_figures), "the next measure that passes writes it again")
+    except FileNotFoundError:
+        return None
+
+
+def _is_live_figures(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("hit_rate"), int | float)

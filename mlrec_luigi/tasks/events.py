@@ -30,18 +30,16 @@ def _on_start(task: PipelineTask) -> None:
 def _on_success(task: PipelineTask) -> None:
     if isinstance(task, MongoStage):
         mongo.saved()
-    started = getattr(task, "_started_at", time.monotonic())
+    took = round(time.monotonic() - getattr(task, "_started_at", time.monotonic()), 3)
     if isinstance(task, ChunkTask):
-        task.bucket.write_json(
-            layout.timing_key(task.output().key), {"duration_s": round(time.monotonic() - started, 3)}
-        )
+        task.bucket.write_json(layout.timing_key(task.output().key), {"duration_s": took})
     log_event(
         logger,
         "task finished",
         task=task.task_family,
         task_id=task.task_id,
         counts=getattr(task, "counts", {}),
-        duration_s=round(time.monotonic() - started, 3),
+        duration_s=took,
     )
 
 

@@ -24,7 +24,7 @@ import luigi
 import numpy as np
 
 from mlrec_luigi import layout, quality
-from mlrec_luigi.damage import DamagedObject, json_decoder, read_checked
+from mlrec_luigi.damage import DamagedObject
 from mlrec_luigi.errors import CheckFailed
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.readers import read_ratings_part, read_vectors
@@ -114,14 +114,7 @@ class MeasureQuality(Stage):
     def _live(self) -> dict[str, Any] | None:
         """The figures the gate last let through, checked before they are believed (damaged: no baseline)."""
         try:
-            return read_checked(
-                self.bucket,
-                layout.quality_live_key(self.settings),
-                json_decoder(lambda v: isinstance(v, dict) and isinstance(v.get("hit_rate"), int | float)),
-                "the next measure that passes writes it again",
-            )
-        except FileNotFoundError:
-            return None
+            return quality.read_live_figures(self.bucket, layout.quality_live_key(self.settings))
         except DamagedObject as error:
             log_event(logger, f"{error}: the gate has no live figures to compare with", logging.WARNING,
                       task=self.task_family)  # fmt: skip
