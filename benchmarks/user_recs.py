@@ -74,7 +74,7 @@ def bare(profiles: user_recs.Profiles, unit: np.ndarray, vectors: np.ndarray, k:
     for start in range(0, len(profiles.users), user_recs.BLOCK_USERS):
         users = profiles.users[start : start + user_recs.BLOCK_USERS]
         scores = unit[start : start + user_recs.BLOCK_USERS] @ vectors.T
-        user_recs.mask_seen(scores, users, profiles)
+        user_recs.mask_seen(scores, users, (profiles.seen_users, profiles.seen_rows))
         np.argpartition(-scores, k, axis=1)[:, :k]
 
 

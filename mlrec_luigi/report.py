@@ -57,6 +57,7 @@ def summarize(manifest: Mapping[str, Any]) -> str:
         f"users   {users.get('users', '?')} users, {users.get('published', '?')} lists published "
         f"({users.get('recomputed', '?')} recomputed, {users.get('reused', '?')} unchanged), "
         f"redis: {users.get('redis')}",
+        *method_lines(users.get("method")),
     ]
     lines.extend(quality_lines(stages.get("quality") or {}))
     checks = [(name, check) for name, marker in stages.items() for check in (marker or {}).get("checks") or []]
@@ -76,6 +77,15 @@ def summarize(manifest: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def method_lines(method: Mapping[str, Any] | None) -> list[str]:
+    """Which method computed the published user lists, with its hyper-parameters and why."""
+    if not method:
+        return []
+    params = ", ".join(f"{k}={v}" for k, v in (method.get("params") or {}).items())
+    return [f"        method {method.get('method')}{f' ({params})' if params else ''}, "
+            f"USER_RECS_METHOD={method.get('setting')}: {method.get('why')}"]  # fmt: skip
+
+
 def quality_lines(quality: Mapping[str, Any]) -> list[str]:
     """The quality stage's figures in two lines: the lists against their baselines, and the gate."""
     figures = quality.get("figures") or {}
@@ -90,6 +100,7 @@ def quality_lines(quality: Mapping[str, Any]) -> list[str]:
     verdict = "passed" if gate.get("passed") else ("confirmed despite a drop" if gate.get("confirmed") else "?")
     return [
         f"quality hit rate@10/NDCG@10 over {figures.get('users', '?')} users: content lists {rate('content')}, "
+        f"collaborative {rate('collaborative')}, "
         f"popular {rate('popular')}, all-time popular {rate('popular_all_time')}, API's method {rate('api_method')}; "
         f"similar movies {rate('similar')}; catalogue covered {figures.get('coverage', 0):.1%}",
         f"        gate: {verdict} (live hit rate {gate.get('live_hit_rate')}, QUALITY_MAX_DROP {gate.get('max_drop')})",

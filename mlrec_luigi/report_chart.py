@@ -142,11 +142,17 @@ def render_page(
 
 
 METHODS = [
+    ("collaborative", "personal lists (collaborative)", "#7b4fa5"),
     ("content", "personal lists (content)", "#3b6ea5"),
     ("popular", "popular fallback", "#e0a030"),
     ("popular_all_time", "all-time popular", "#5a9e6f"),
     ("api_method", "API's 500 random", "#a53b3b"),
 ]
+
+
+def hit_rate(figures: Mapping[str, Any], method: str) -> float:
+    """A method's hit rate@10 in a run's figures; NaN (no point drawn) where that run did not measure it."""
+    return float((figures.get(method) or {}).get("hit_rate", float("nan")))
 
 
 def draw_quality(bars: Any, lines: Any, stages: Mapping[str, Any], history: Sequence[tuple[str, Any]]) -> None:
@@ -158,7 +164,7 @@ def draw_quality(bars: Any, lines: Any, stages: Mapping[str, Any], history: Sequ
         bars.text(0, 0.5, "no quality figures in this run (MeasureQuality)", fontsize=10)
         return
     names = [label for key, label, _ in METHODS] + ["similar movies"]
-    rates = [figures[key]["hit_rate"] for key, _, _ in METHODS] + [figures["similar"]["hit_rate"]]
+    rates = [hit_rate(figures, key) for key, _, _ in METHODS] + [hit_rate(figures, "similar")]
     colours = [colour for _, _, colour in METHODS] + ["#777777"]
     bars.barh(names, rates, color=colours)
     for y, value in enumerate(rates):
@@ -171,7 +177,7 @@ def draw_quality(bars: Any, lines: Any, stages: Mapping[str, Any], history: Sequ
     whens = [when for when, _ in history] or ["this run"]
     series = history or [("this run", figures)]
     for key, label, colour in METHODS:
-        lines.plot(range(len(series)), [f[key]["hit_rate"] for _, f in series], marker="o", label=label, color=colour)
+        lines.plot(range(len(series)), [hit_rate(f, key) for _, f in series], marker="o", label=label, color=colour)
     lines.set_xticks(range(len(whens)), [when[5:] for when in whens], rotation=45, fontsize=7)
     lines.set_title("Hit rate@10 over runs (a drop is a new model or release)", fontsize=10)
     lines.legend(fontsize=7)

@@ -27,6 +27,8 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 POPULAR_REDIS_KEY = "rec:fallback:popular"
 SIMILAR_REDIS_PREFIX = "rec:item:"
 USER_REDIS_PREFIX = "rec:user:"
+# How the user lists are computed (methods.py): the API's definition, the collaborative model, the better measured.
+USER_RECS_METHODS = ("content", "collaborative", "best")
 MIN_SIMILAR_TTL_SECONDS = 86_400  # the API's own cache time: a daily run must refresh keys before they lapse
 MAX_INT = 2**31 - 1
 TRYOUT_SCHEME = "mongomock://"  # the in-process MongoDB stand-in (standins.py)
@@ -117,6 +119,7 @@ class Settings:
     user_recs_top_n: int = 10
     user_recs_ttl_seconds: int = 90_000
     user_recs_active_days: int = 0
+    user_recs_method: str = "best"
     quality_sample_users: int = 20_000
     quality_max_drop: float = 0.5
 
@@ -325,6 +328,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         ),
         user_recs_active_days=_integer(
             values, "USER_RECS_ACTIVE_DAYS", DEFAULTS.user_recs_active_days, minimum=0, maximum=36_500
+        ),
+        user_recs_method=_choice(
+            values, "USER_RECS_METHOD", DEFAULTS.user_recs_method, USER_RECS_METHODS
         ),
         quality_sample_users=_integer(
             values, "QUALITY_SAMPLE_USERS", DEFAULTS.quality_sample_users, minimum=100, maximum=100_000_000

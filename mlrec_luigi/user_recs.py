@@ -102,13 +102,42 @@ def build_profiles(interactions: np.ndarray) -> Profiles:
     return Profiles(np.unique(liked_users), liked_users, liked, seen_users, seen_rows)
 
 
-def mask_seen(scores: np.ndarray, users: np.ndarray, profiles: Profiles) -> None:
-    """Set the score of every movie ``users`` (the rows of ``scores``) have seen to -inf."""
-    low, high = np.searchsorted(profiles.seen_users, [users[0], users[-1] + 1])
-    seen_users, seen_rows = profiles.seen_users[low:high], profiles.seen_rows[low:high]
+def mask_seen(scores: np.ndarray, users: np.ndarray, seen: tuple[np.ndarray, np.ndarray]) -> None:
+    """Set the score of every movie ``users`` (the rows of ``scores``, ascending) have ``seen`` to -inf."""
+    seen_users, seen_rows = seen
+    low, high = np.searchsorted(seen_users, [users[0], users[-1] + 1])
+    seen_users, seen_rows = seen_users[low:high], seen_rows[low:high]
     at = np.searchsorted(users, seen_users)
-    mine = users[np.minimum(at, len(users) - 1)] == seen_users  # users without a profile are not scored
+    mine = users[np.minimum(at, len(users) - 1)] == seen_users  # users without a vector are not scored
     scores[at[mine], seen_rows[mine]] = -np.inf
+
+
+def top_k_blocks(
+    users: np.ndarray,
+    queries: Callable[[int, int], np.ndarray],
+    items: np.ndarray,
+    seen: tuple[np.ndarray, np.ndarray],
+    k: int,
+    block_users: int = BLOCK_USERS,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each block of ``users`` (ascending): (the block, int32 rows (block, k), -1 where fewer candidates).
+
+    ``queries(start, stop)`` gives the vectors of ``users[start:stop]``; a movie's score is the product of
+    the user's vector with ``items[row]``; the ``seen`` pairs (users, rows; sorted by user) are masked. Shared
+    by the content lists (unit profiles x embeddings) and the collaborative ones (user x movie factors).
+    """
+    buffer = np.empty((min(block_users, len(users)), items.shape[0]), np.float32)
+    for start in range(0, len(users), block_users):
+        block = users[start : start + block_users]
+        # One buffer for every block: no fresh 180 MB of scores to fault in per block.
+        scores = np.matmul(queries(start, start + len(block)), items.T, out=buffer[: len(block)])
+        mask_seen(scores, block, seen)
+        picked, picked_scores = select_top_k(scores, min(k, items.shape[0]))
+        picked[picked_scores == -np.inf] = -1  # fewer candidates than k
+        if on_progress:
+            on_progress(start + len(block))
+        yield block, picked
 
 
 def recommend(
@@ -119,17 +148,15 @@ def recommend(
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each block of profile users: (user indices, rows int32 (users, k), -1 where fewer candidates)."""
-    buffer = np.empty((min(block_users, len(profiles.users)), vectors.shape[0]), np.float32)
-    for start in range(0, len(profiles.users), block_users):
-        users = profiles.users[start : start + block_users]
-        # One buffer for every block: no fresh 180 MB of scores to fault in per block.
-        scores = np.matmul(profiles.vectors(vectors, start, start + block_users), vectors.T, out=buffer[: len(users)])
-        mask_seen(scores, users, profiles)
-        picked, picked_scores = select_top_k(scores, min(k, vectors.shape[0]))
-        picked[picked_scores == -np.inf] = -1  # fewer candidates than k
-        if on_progress:
-            on_progress(start + len(users))
-        yield users, picked
+    return top_k_blocks(
+        profiles.users,
+        lambda start, stop: profiles.vectors(vectors, start, stop),
+        vectors,
+        (profiles.seen_users, profiles.seen_rows),
+        k,
+        block_users,
+        on_progress,
+    )
 
 
 def doc_fingerprints(users: np.ndarray, payloads: Sequence[bytes], count: int) -> np.ndarray:

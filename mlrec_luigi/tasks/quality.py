@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import luigi
 import numpy as np
 
-from mlrec_luigi import layout, quality
+from mlrec_luigi import layout, methods, quality
 from mlrec_luigi.damage import DamagedObject
 from mlrec_luigi.errors import CheckFailed
 from mlrec_luigi.logs import log_event
@@ -82,6 +82,7 @@ class MeasureQuality(Stage):
         figures = quality.evaluate(
             holdout, vectors, settings.popularity_recent_days, settings.popularity_min_rating, settings.popularity_top_n
         )
+        figures.update(methods.measure_collaborative(holdout, len(vectors)))
         self.progress(2, 3, "comparing with the live figures")
         embeddings_stamp = Embeddings().stamp()
         gate = self._gate(figures, embeddings_stamp)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from bson import ObjectId
 
-from mlrec_luigi import layout, mongo, published, readers, user_recs
+from mlrec_luigi import collaborative, layout, methods, mongo, published, readers, user_recs
 from mlrec_luigi.damage import DamagedObject, read_checked
 from mlrec_luigi.logs import log_event
 from mlrec_luigi.npy import to_npy
@@ -42,6 +42,7 @@ from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import RunDateParameter, model_parameter
+from mlrec_luigi.tasks.quality import MeasureQuality
 from mlrec_luigi.tasks.ratings import PrepareRatings
 
 logger = logging.getLogger("mlrec_luigi")
@@ -63,7 +64,12 @@ class UpdateUserRecommendations(MongoStage):
 
     def requires(self) -> dict[str, Any]:
         return {"movies": LoadMovies(), "embeddings": Embeddings(), "interactions": LoadInteractions(),
-                "ratings": PrepareRatings()}  # fmt: skip
+                "ratings": PrepareRatings(), "quality": MeasureQuality()}  # fmt: skip
+
+    def method(self) -> dict[str, Any]:
+        """``USER_RECS_METHOD`` resolved by this run's quality figures: the method, its parameters and why."""
+        quality = MeasureQuality().output().read() or {}
+        return methods.choose(self.settings.user_recs_method, quality.get("figures"))
 
     def movie_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The catalogue's ids and vectors, as the similar movies read them (readers.movie_vectors)."""
@@ -86,6 +92,7 @@ class UpdateUserRecommendations(MongoStage):
             "top_n": settings.user_recs_top_n,
             "ttl_seconds": settings.user_recs_ttl_seconds,
             "active_days": settings.user_recs_active_days,
+            "method": {name: value for name, value in self.method().items() if name != "why"},
             "redis_configured": settings.redis_url is not None,
         }
 
@@ -114,14 +121,22 @@ class UpdateUserRecommendations(MongoStage):
         movie_map = read_movie_map(self.bucket, settings)
         gathered = user_recs.gather(self._movielens_parts(), movie_map, ids, api_docs)
 
-        state_key = layout.user_recs_state_key(
-            settings, settings.hf_model_name, str(movies["source_md5"]), layout.map_tag(str(movies["map_md5"])), k
-        )
-        rows, reused = self._reuse(state_key, gathered, k)
-        changed = np.flatnonzero(~reused)
-        self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users against {len(ids):,} movies")
-        rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
-        self.bucket.write_bytes(state_key, to_npy(user_recs.state_records(gathered, rows)))
+        method = self.method()
+        if method["method"] == "collaborative":
+            # A model trained tonight scores everyone anew: nothing of yesterday's lists is reused.
+            self.progress(1, 4, f"training and scoring {len(gathered.users):,} users against {len(ids):,} movies")
+            rows = collaborative.lists(gathered.interactions, len(gathered.users), len(ids),
+                                       collaborative.Params.from_dict(method["params"]), k)  # fmt: skip
+            reused, state_key = np.zeros(len(gathered.users), bool), None
+        else:
+            state_key = layout.user_recs_state_key(
+                settings, settings.hf_model_name, str(movies["source_md5"]), layout.map_tag(str(movies["map_md5"])), k
+            )
+            rows, reused = self._reuse(state_key, gathered, k)
+            changed = np.flatnonzero(~reused)
+            self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users against {len(ids):,} movies")
+            rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
+            self.bucket.write_bytes(state_key, to_npy(user_recs.state_records(gathered, rows)))
 
         chosen = np.flatnonzero((rows[:, 0] >= 0) & self._active(gathered))
         keys = [f"{USER_REDIS_PREFIX}{user}" for user in gathered.users[chosen].tolist()]
@@ -159,7 +174,7 @@ class UpdateUserRecommendations(MongoStage):
         self.counts = {
             "users": len(gathered.users),
             "with_list": int((rows[:, 0] >= 0).sum()),
-            "recomputed": len(changed),
+            "recomputed": int((~reused).sum()),
             "reused": int(reused.sum()),
             "published": len(guard.sent),
             "left_out_interacted": len(guard.interacted),
@@ -170,7 +185,7 @@ class UpdateUserRecommendations(MongoStage):
             "redis": policy,
         }
         self.write_marker({**self.counts, **record, "date": self.date.isoformat(), "read_at": read_at.isoformat(),
-                           "state": state_key})  # fmt: skip
+                           "state": state_key, "method": method})  # fmt: skip
 
     def _movielens_parts(self) -> list[np.ndarray]:
         manifest = self.input()["ratings"].read() or {}
