@@ -22,6 +22,7 @@ import numpy as np
 from mlrec_luigi import collaborative, quality
 from mlrec_luigi.collaborative import Params
 
+
 def tuning_split(history: np.ndarray, users: int) -> tuple[np.ndarray, np.ndarray]:
     """(the history to train on, each user's tuning like: a catalogue row, -1 for none).
 

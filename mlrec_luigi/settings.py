@@ -329,9 +329,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         user_recs_active_days=_integer(
             values, "USER_RECS_ACTIVE_DAYS", DEFAULTS.user_recs_active_days, minimum=0, maximum=36_500
         ),
-        user_recs_method=_choice(
-            values, "USER_RECS_METHOD", DEFAULTS.user_recs_method, USER_RECS_METHODS
-        ),
+        user_recs_method=_choice(values, "USER_RECS_METHOD", DEFAULTS.user_recs_method, USER_RECS_METHODS),
         quality_sample_users=_integer(
             values, "QUALITY_SAMPLE_USERS", DEFAULTS.quality_sample_users, minimum=100, maximum=100_000_000
         ),

@@ -109,8 +109,9 @@ def test_the_fit_solves_the_implicit_als_equations_for_binary_likes(params: Para
 
 def test_two_groups_with_no_like_in_common_are_recommended_their_own_groups_movies_first() -> None:
     rng = np.random.default_rng(5)
-    rows = [(user, movie, movie, True, 0) for user in range(20) for movie in range(10 * (user % 2), 10 * (user % 2) + 10)
-            if rng.random() < 0.6]  # each user likes about 60 % of their group's ten movies  # fmt: skip
+    groups = {user: range(10 * (user % 2), 10 * (user % 2) + 10) for user in range(20)}
+    # Each user likes about 60 % of their group's ten movies.
+    rows = [(user, movie, movie, True, 0) for user, movies in groups.items() for movie in movies if rng.random() < 0.6]
     table = np.array(rows, dtype=user_recs.INTERACTION)
     # Two factors: room for the two groups, not for each user's own pattern of likes.
     lists = collaborative.lists(table, 21, 20, Params(2, 0.1), 3)  # user 20 has no interaction at all
@@ -169,7 +170,7 @@ def test_without_figures_best_keeps_content_and_collaborative_runs_untuned() -> 
 
 def test_tuning_never_sees_the_held_out_likes() -> None:
     """The held-out likes are not in the history the tuning splits again: hiding them changes nothing there."""
-    docs, embeddings, movie_map = random_case(4, movies=60)
+    docs, _, movie_map = random_case(4, movies=60)
     ratings = [(int(d["timestamp"].timestamp()) + i, int(d["userId"]), ml, float(d["value"]))
                for i, d in enumerate(docs) if d.get("source") == "movielens"
                for ml, hex_id in movie_map.items() if hex_id == d["movieId"]]  # fmt: skip

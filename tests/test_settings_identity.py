@@ -145,6 +145,8 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     ("USER_RECS_TTL_SECONDS", "100000", USERS | DAILY, ttl_of("rec:user:", 100_000)),
     ("USER_RECS_TOP_N", "2", USERS | DAILY, lengths("rec:user:", 2)),
     ("USER_RECS_ACTIVE_DAYS", "36500", USERS | DAILY, unchanged),  # every user was active in 100 years
+    # "best" (the default) took content on this world; the collaborative lists are as long, computed anew
+    ("USER_RECS_METHOD", "collaborative", USERS | DAILY, lengths("rec:user:", 2)),
     (
         "REDIS_URL",
         lambda w: w.env["REDIS_URL"].rsplit("/", 1)[0] + "/9",

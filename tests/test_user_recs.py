@@ -17,7 +17,7 @@ import pytest
 import redis
 from bson import Decimal128, ObjectId
 
-from mlrec_luigi import UpdateUserRecommendations, cache, user_recs
+from mlrec_luigi import UpdateUserRecommendations, cache, collaborative, methods, user_recs
 from mlrec_luigi.movielens import RATING_RECORD
 from mlrec_luigi.storage import LocalBucket
 from mlrec_luigi.tasks import user_recs as user_recs_task
@@ -224,7 +224,8 @@ class Stage:
         self.configure, self.database, self.redis_url, self.zip_path = configure, database, redis_url, zip_path
         self.db = pymongo.MongoClient(uri, tz_aware=True)[database]
         self.base = {"MOVIELENS_URL": zip_path.as_uri(), "MONGODB_URI": uri, "MONGODB_DATABASE": database,
-                     "REDIS_URL": redis_url, "USER_RECS_TOP_N": "4", "POPULARITY_RECENT_DAYS": "10000"}  # fmt: skip
+                     "REDIS_URL": redis_url, "USER_RECS_TOP_N": "4", "POPULARITY_RECENT_DAYS": "10000",
+                     "USER_RECS_METHOD": "content"}  # the API's definition; the other methods have their own tests  # fmt: skip
         self.env: dict[str, str] = {}
 
     def set(self, **env: str) -> Stage:
@@ -251,9 +252,14 @@ class Stage:
                                          "timestamp": dt.datetime.now(dt.UTC)})  # fmt: skip
         self.client.delete(f"rec:user:{user}")
 
+    def embeddings(self) -> dict[str, np.ndarray]:
+        return {str(d["_id"]): np.array(d["embedding"]) for d in self.db.movies.find({}, {"embedding": 1})}
+
     def expected(self, k: int = 4) -> dict[str, list[str]]:
-        embeddings = {str(d["_id"]): np.array(d["embedding"]) for d in self.db.movies.find({}, {"embedding": 1})}
-        return api_brute_force(list(self.db.interactions.find()), embeddings, k)
+        return api_brute_force(list(self.db.interactions.find()), self.embeddings(), k)
+
+    def quality_figures(self) -> dict:
+        return self.bucket.read_json("datasets/ml/markers/quality.json")["figures"]
 
     def marker(self, date: dt.date = TODAY) -> dict:
         return self.bucket.read_json(f"datasets/ml/markers/user_recs/{date.isoformat()}.json")
@@ -412,3 +418,56 @@ def test_api_writes_racing_the_stage_never_leave_a_stale_list(stage: Stage, dela
     assert marker["left_out_interacted"] >= 1 and marker["published"] == len(quiet) + len(
         [u for u in racers if f"rec:user:{u}" in published]
     )
+
+
+def assert_collaborative(stage: Stage, params: dict, k: int = 4) -> None:
+    """Every published list is the collaborative model's, read literally from MongoDB (scores within float error)."""
+    from tests.test_collaborative import collaborative_brute_force
+
+    expected = collaborative_brute_force(
+        list(stage.db.interactions.find()), stage.embeddings(), k, collaborative.Params.from_dict(params)
+    )
+    published = stage.published()
+    assert set(published) == set(expected)
+    for key, (best, score) in expected.items():
+        np.testing.assert_allclose([score[m] for m in published[key]], [score[m] for m in best], atol=1e-5)
+
+
+def test_the_collaborative_lists_are_published_never_stale_and_a_method_switch_republishes(
+    stage: Stage, monkeypatch
+) -> None:
+    seed_api_users(stage)
+    stage.set(USER_RECS_METHOD="collaborative")
+    compute = user_recs_task.collaborative.lists
+
+    def computing(*args, **kwargs):  # the API writes while the model trains: that user is left out
+        stage.api_write("many", stage.movie("Heat"))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(user_recs_task.collaborative, "lists", computing)
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    monkeypatch.undo()
+    marker = stage.marker()
+    tuned = methods.choose("collaborative", stage.quality_figures())["params"]
+    assert marker["method"]["method"] == "collaborative" and marker["method"]["params"] == tuned
+    assert "rec:user:many" not in stage.published() and marker["left_out_interacted"] == 1
+    assert all(89_990 < stage.client.ttl(key) <= 90_000 for key in stage.published())
+    stage.client.flushall()  # republished from a model of what MongoDB holds now: "many" included
+    stage.set(USER_RECS_METHOD="collaborative")
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert_collaborative(stage, tuned)
+    assert "rec:user:many" in stage.published() and "rec:user:views-only" not in stage.published()  # no like
+    stage.set(USER_RECS_METHOD="collaborative")
+    assert build(UpdateUserRecommendations(date=TODAY))["completed"] == set()
+    stage.set(USER_RECS_METHOD="content")  # the switch republishes
+    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == stage.expected()
+    stage.set(USER_RECS_METHOD="best")
+    chosen = methods.choose("best", stage.quality_figures())
+    completed = families(build(UpdateUserRecommendations(date=TODAY))["completed"])
+    assert completed == ([] if chosen["method"] == "content" else ["UpdateUserRecommendations"])
+    assert stage.marker()["method"]["method"] == chosen["method"]
+    if chosen["method"] == "content":
+        assert stage.published() == stage.expected()
+    else:
+        assert_collaborative(stage, chosen["params"])

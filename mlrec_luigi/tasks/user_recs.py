@@ -92,7 +92,8 @@ class UpdateUserRecommendations(MongoStage):
             "top_n": settings.user_recs_top_n,
             "ttl_seconds": settings.user_recs_ttl_seconds,
             "active_days": settings.user_recs_active_days,
-            "method": {name: value for name, value in self.method().items() if name != "why"},
+            # What computed the lists, not the setting: content chosen by "best" is content.
+            "method": {name: value for name, value in self.method().items() if name in ("method", "params")},
             "redis_configured": settings.redis_url is not None,
         }
 
@@ -134,7 +135,7 @@ class UpdateUserRecommendations(MongoStage):
             )
             rows, reused = self._reuse(state_key, gathered, k)
             changed = np.flatnonzero(~reused)
-            self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users against {len(ids):,} movies")
+            self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users, {len(ids):,} movies")
             rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
             self.bucket.write_bytes(state_key, to_npy(user_recs.state_records(gathered, rows)))
 
