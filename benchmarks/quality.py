@@ -9,7 +9,8 @@ each a median of ``--repeats`` runs in this process:
   computes on a full run);
 - quality: ``quality.build_holdout`` (a stable sample of ``--sample-users`` users, their ratings only)
   then ``quality.evaluate`` (the content lists from each history, the popular and all-time popular
-  baselines, the API's method over 3 seeds, the similar movies of 2,000 users' previous like);
+  baselines, the API's method over 3 seeds, the similar movies of 2,000 users' previous like) and
+  ``methods.measure_collaborative`` (the ALS grid on the tuning split, then the chosen point measured);
 - the ratio quality / user lists (goal: <= 0.5), and the peak RSS of the quality computation;
 - the sample's margin: the 95 % half-width of a rate over the users measured.
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
 from benchmarks.user_recs import TOP_N, synthetic  # noqa: E402
-from mlrec_luigi import quality, user_recs  # noqa: E402
+from mlrec_luigi import methods, quality, user_recs  # noqa: E402
 
 
 def main() -> None:
@@ -56,6 +57,7 @@ def main() -> None:
         started = time.perf_counter()
         holdout = quality.build_holdout(parts, movie_row, options.sample_users)
         figures = quality.evaluate(holdout, vectors, 7, 4.0, 50)
+        figures.update(methods.measure_collaborative(holdout, len(vectors)))  # as MeasureQuality does
         quality_times.append(time.perf_counter() - started)
         peaks.append(peak_rss_mb())
         del holdout

@@ -225,7 +225,7 @@ class Stage:
         self.db = pymongo.MongoClient(uri, tz_aware=True)[database]
         self.base = {"MOVIELENS_URL": zip_path.as_uri(), "MONGODB_URI": uri, "MONGODB_DATABASE": database,
                      "REDIS_URL": redis_url, "USER_RECS_TOP_N": "4", "POPULARITY_RECENT_DAYS": "10000",
-                     "USER_RECS_METHOD": "content"}  # the API's definition; the other methods have their own tests  # fmt: skip
+                     "USER_RECS_METHOD": "content"}  # the API's definition; the other methods: own tests  # fmt: skip
         self.env: dict[str, str] = {}
 
     def set(self, **env: str) -> Stage:

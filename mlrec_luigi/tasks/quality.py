@@ -7,7 +7,9 @@ On a temporal holdout of the MovieLens ratings (``quality.py`` defines it), ever
 content list is computed from their history exactly as the user-lists stage does, and hit rate@10,
 NDCG@10 and recall@10 are counted, beside the popular fallback, the all-time popular movies and the
 API's own method on a miss; for the similar movies, how often the next like is among the 10 similar
-movies of the previous one. The figures go into the marker (and so the run manifest and the report).
+movies of the previous one. The collaborative model is tuned on a split of the history and measured
+the same way (``methods.py``): the user lists' ``best`` method reads these figures. The figures go
+into the marker (and so the run manifest and the report).
 
 The gate: ``LoadMovies`` requires this stage, so when the embeddings change (a new model or release)
 the new vectors are measured before anything of them reaches MongoDB or Redis. A hit rate@10 below

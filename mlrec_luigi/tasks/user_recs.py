@@ -3,13 +3,15 @@
     luigi --module mlrec_luigi UpdateUserRecommendations --local-scheduler
     luigi --module mlrec_luigi UpdateUserRecommendations --date 2026-11-24
 
-For every ``userId`` in ``interactions`` (MovieLens users and the API's own): the API's own
-definition (``user_recs.py``), computed over every movie instead of the API's random 500, and
-published as ``rec:user:<userId>`` = JSON array of ``_id`` strings with ``USER_RECS_TTL_SECONDS``.
+For every ``userId`` in ``interactions`` (MovieLens users and the API's own), with the method
+``USER_RECS_METHOD`` names, resolved by this run's quality figures (``methods.choose``): the API's own
+content definition (``user_recs.py``), computed over every movie instead of the API's random 500, or
+the collaborative model (``collaborative.py``: ALS trained in the run on every like); published as
+``rec:user:<userId>`` = JSON array of ``_id`` strings with ``USER_RECS_TTL_SECONDS``.
 The MovieLens ratings are read from the bucket's ratings parts (never back from MongoDB);
 only the API's own interactions are read from MongoDB.
 
-Each user's list is kept in a state file beside the fingerprint of their API interactions:
+Content lists: each user's list is kept in a state file beside the fingerprint of their API interactions:
 a daily run recomputes only the users whose interactions changed (or all of them when the
 release, the model or ``USER_RECS_TOP_N`` changed) and publishes every list again.
 
