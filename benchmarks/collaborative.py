@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
 from benchmarks.user_recs import TOP_N, synthetic  # noqa: E402
-from mlrec_luigi import collaborative, methods, quality, user_recs  # noqa: E402
+from mlrec_luigi import collaborative, methods, partitions, quality, user_recs  # noqa: E402
 from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
 from mlrec_luigi.similar import select_top_k  # noqa: E402
 
@@ -48,14 +48,14 @@ def cost(users: int, movies: int, ratings: int, repeats: int) -> dict:
     for _ in range(repeats):
         reset_peak_rss()
         started = time.perf_counter()
-        gathered = user_recs.gather(parts, movie_map, ids, [])
+        gathered = user_recs.gather(parts, movie_map, ids, partitions.api_records([]))
         user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, TOP_N)
         content_s.append(time.perf_counter() - started)
         content_mb.append(peak_rss_mb())
         del gathered
         reset_peak_rss()
         started = time.perf_counter()
-        gathered = user_recs.gather(parts, movie_map, ids, [])
+        gathered = user_recs.gather(parts, movie_map, ids, partitions.api_records([]))
         collaborative.lists(gathered.interactions, len(gathered.users), len(ids), collaborative.DEFAULT, TOP_N)
         collaborative_s.append(time.perf_counter() - started)
         collaborative_mb.append(peak_rss_mb())

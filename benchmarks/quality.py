@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
 from benchmarks.user_recs import TOP_N, synthetic  # noqa: E402
-from mlrec_luigi import methods, quality, user_recs  # noqa: E402
+from mlrec_luigi import methods, partitions, quality, user_recs  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     figures: dict = {}
     for _ in range(options.repeats):
         started = time.perf_counter()
-        gathered = user_recs.gather(parts, movie_map, ids, [])
+        gathered = user_recs.gather(parts, movie_map, ids, partitions.api_records([]))
         user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, TOP_N)
         stage_times.append(time.perf_counter() - started)
         del gathered

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import median_time, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
-from mlrec_luigi import cache, user_recs  # noqa: E402
+from mlrec_luigi import cache, partitions, user_recs  # noqa: E402
 from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
 from tests.support.processes import free_port, wait_until  # noqa: E402
 
@@ -203,7 +203,9 @@ def main() -> None:
         return [np.load(folder / f"part-{index:05d}.npy") for index in range(count)]
 
     def stage() -> None:
-        gathered = user_recs.gather(read_parts(), movie_map, ids, [])  # the parts are dropped after, as there
+        gathered = user_recs.gather(
+            read_parts(), movie_map, ids, partitions.api_records([])
+        )  # the parts are dropped after, as there
         everyone["gathered"] = gathered
         everyone["rows"] = user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, TOP_N)
 
@@ -229,7 +231,7 @@ def main() -> None:
     changed = np.sort(np.random.default_rng(5).choice(len(gathered.users), 1_000, replace=False))
 
     def incremental() -> None:
-        again = user_recs.gather(read_parts(), movie_map, ids, [])
+        again = user_recs.gather(read_parts(), movie_map, ids, partitions.api_records([]))
         user_recs.user_lists(again, changed, vectors, TOP_N)
 
     incremental_s = median_time(incremental, options.repeats)

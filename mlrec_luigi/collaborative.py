@@ -26,7 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from mlrec_luigi.user_recs import distinct_pairs, top_k_blocks
+from mlrec_luigi.errors import Damaged
+from mlrec_luigi.npy import from_npy
+from mlrec_luigi.user_recs import Gathered, distinct_pairs, top_k_blocks
 
 # Measured on ml-latest-small (BENCHMARKS.md): a confidence of 10 or 40 finds fewer held-out likes than 1.
 ALPHA = 1.0
@@ -95,5 +97,59 @@ def lists(interactions: np.ndarray, users: int, movies: int, params: Params, k: 
     for block, picked in top_k_blocks(
         scored, lambda start, stop: user_factors[scored[start:stop]], movie_factors, seen_pairs(interactions), k
     ):
+        rows[block, : picked.shape[1]] = picked
+    return rows
+
+
+class FactorsDamaged(Damaged):
+    """A stored model cannot be read; the message names it."""
+
+
+def read_user_factors(data: bytes, label: str) -> np.ndarray:
+    """Users' factors: records of ``user`` (bytes, ascending) and ``factors`` (float32)."""
+    records = from_npy(data, label, FactorsDamaged)
+    if records.dtype.names != ("user", "factors") or records["factors"].ndim != 2:
+        raise FactorsDamaged(f"{label} is not the users' factors of a collaborative model")
+    return records
+
+
+def read_movie_factors(data: bytes, label: str) -> np.ndarray:
+    """Movies' factors: float32 (movies, factors), rows in catalogue order."""
+    factors = from_npy(data, label, FactorsDamaged)
+    if factors.dtype != np.float32 or factors.ndim != 2:
+        raise FactorsDamaged(f"{label} is not the movies' factors of a collaborative model")
+    return factors
+
+
+def named_user_factors(users: list[str], factors: np.ndarray) -> np.ndarray:
+    """``factors`` (one row per user) as records sorted by user: what a partition looks its users up in."""
+    width = max((len(u.encode()) for u in users), default=1) or 1
+    named = np.empty(len(users), [("user", f"S{width}"), ("factors", "<f4", (factors.shape[1],))])
+    named["user"] = [u.encode() for u in users]
+    named["factors"] = factors
+    return named[np.argsort(named["user"], kind="stable")]
+
+
+def score(gathered: Gathered, users: np.ndarray, movie_factors: np.ndarray, k: int) -> np.ndarray:
+    """int32 (users of ``gathered``, k): each one's list from the trained factors (``users``: named records).
+
+    Only users with a like are scored (as in training); one the model does not know gets no list.
+    """
+    rows = np.full((len(gathered.users), k), -1, np.int32)
+    like_users, _ = like_pairs(gathered.interactions)
+    scored = np.unique(like_users)
+    names = np.array([u.encode() for u in gathered.users[scored].tolist()], dtype=users["user"].dtype)
+    at = np.searchsorted(users["user"], names)
+    known = (
+        (at < len(users)) & (users["user"][np.minimum(at, max(len(users) - 1, 0))] == names)
+        if len(users)
+        else (np.zeros(len(scored), bool))
+    )
+    scored, at = scored[known], at[known]
+    if not len(scored) or k == 0:
+        return rows
+    factors = users["factors"][at]
+    seen = seen_pairs(gathered.interactions)
+    for block, picked in top_k_blocks(scored, lambda start, stop: factors[start:stop], movie_factors, seen, k):
         rows[block, : picked.shape[1]] = picked
     return rows

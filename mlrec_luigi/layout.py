@@ -16,7 +16,11 @@ hex digits of the zip's md5::
     <p>/<ds>/similar/<model>/<z>-<ids>-k<n>-b<rows>/block-NNNNN.npy  (SimilarMoviesBlock; <ids>: the id map's md5)
     <p>/<ds>/similar/published.npy                             the keys published and their values' sha1
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
-    <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>/state.npy        every user's list (UpdateUserRecommendations)
+    <p>/<ds>/user_recs/shuffle/<z>-r<rows>-P<P>/part-NNNNN/p-NNNNN.npy, done.json   (ShuffleRatingsPart)
+    <p>/<ds>/user_recs/api/<date>/P<P>/p-NNNNN.npy, read.json  the API's interactions read (ReadApiInteractions)
+    <p>/<ds>/user_recs/collaborative/<date>/<z>-P<P>-<params>/users.npy, movies.npy  (TrainCollaborative)
+    <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/<date>/<method>/partition-NNNNN.npy  (UserRecsPartition)
+    <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/state-NNNNN.npy   a partition's content lists, reused
     <p>/<ds>/user_recs/published/<date>.npy                    the keys published and their values' sha1
     <p>/<ds>/markers/user_recs/<date>.json                     (UpdateUserRecommendations)
     <p>/<ds>/markers/quality.json, quality/live.json           (MeasureQuality: figures; the live ones)
@@ -31,6 +35,7 @@ Every function takes plain values and returns a key; nothing here reads the buck
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 
 from mlrec_luigi.settings import Settings
@@ -147,10 +152,60 @@ def run_key(settings: Settings, name: str = "latest.json") -> str:
     return derived_key(settings, "runs", name)
 
 
-def user_recs_state_key(settings: Settings, model: str, source_md5: str, movie_ids: str, top_n: int) -> str:
-    """Every user's list and what it was computed from: reused for the users whose interactions did not change."""
-    folder = f"{release_tag(source_md5)}-{movie_ids}-k{top_n}"
-    return derived_key(settings, "user_recs", model_slug(model), folder, "state.npy")
+def user_recs_folder(source_md5: str, movie_ids: str, top_n: int, partitions: int) -> str:
+    """What a user list's rows mean (the release, the movies' order, k) and how the users are partitioned."""
+    return f"{release_tag(source_md5)}-{movie_ids}-k{top_n}-P{partitions}"
+
+
+def user_recs_state_key(
+    settings: Settings, model: str, source_md5: str, movie_ids: str, top_n: int, partitions: int, partition: int
+) -> str:
+    """A partition's content lists and what they were computed from: reused for the users whose interactions
+    did not change."""
+    folder = user_recs_folder(source_md5, movie_ids, top_n, partitions)
+    return derived_key(settings, "user_recs", model_slug(model), folder, f"state-{partition:05d}.npy")
+
+
+def user_partition_key(
+    settings: Settings,
+    date: dt.date,
+    model: str,
+    source_md5: str,
+    movie_ids: str,
+    top_n: int,
+    method: str,
+    partitions: int,
+    partition: int,
+) -> str:
+    """One partition's lists for a date, computed with ``method`` ("content", or the model's parameters)."""
+    folder = user_recs_folder(source_md5, movie_ids, top_n, partitions)
+    tag = "content" if method == "content" else f"als-{hashlib.md5(method.encode()).hexdigest()[:8]}"
+    return derived_key(settings, "user_recs", model_slug(model), folder, date.isoformat(), tag,
+                       f"partition-{partition:05d}.npy")  # fmt: skip
+
+
+def shuffle_piece_key(
+    settings: Settings, source_md5: str, chunk_rows: int, partitions: int, index: int, partition: int | None
+) -> str:
+    """A ratings part's piece for one partition; ``partition`` None: the record that every piece is written."""
+    name = "done.json" if partition is None else f"p-{partition:05d}.npy"
+    folder = f"{parts_folder(source_md5, chunk_rows)}-P{partitions}"
+    return derived_key(settings, "user_recs", "shuffle", folder, f"part-{index:05d}", name)
+
+
+def api_read_key(settings: Settings, date: dt.date, partitions: int, partition: int | None) -> str:
+    """A date's read of the API's interactions: one piece per partition; ``partition`` None: its record."""
+    name = "read.json" if partition is None else f"p-{partition:05d}.npy"
+    return derived_key(settings, "user_recs", "api", date.isoformat(), f"P{partitions}", name)
+
+
+def collaborative_key(
+    settings: Settings, date: dt.date, source_md5: str, partitions: int, params: str, which: str
+) -> str:
+    """A date's collaborative model: the ``users``' or the ``movies``' factors."""
+    tag = hashlib.md5(params.encode()).hexdigest()[:8]
+    folder = f"{release_tag(source_md5)}-P{partitions}-{tag}"
+    return derived_key(settings, "user_recs", "collaborative", date.isoformat(), folder, f"{which}.npy")
 
 
 def user_recs_published_key(settings: Settings, date: dt.date) -> str:

@@ -120,6 +120,7 @@ class Settings:
     user_recs_ttl_seconds: int = 90_000
     user_recs_active_days: int = 0
     user_recs_method: str = "best"
+    user_recs_partitions: int = 0
     quality_sample_users: int = 20_000
     quality_max_drop: float = 0.5
 
@@ -330,6 +331,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
             values, "USER_RECS_ACTIVE_DAYS", DEFAULTS.user_recs_active_days, minimum=0, maximum=36_500
         ),
         user_recs_method=_choice(values, "USER_RECS_METHOD", DEFAULTS.user_recs_method, USER_RECS_METHODS),
+        user_recs_partitions=_integer(values, "USER_RECS_PARTITIONS", DEFAULTS.user_recs_partitions, 0, 100_000),
         quality_sample_users=_integer(
             values, "QUALITY_SAMPLE_USERS", DEFAULTS.quality_sample_users, minimum=100, maximum=100_000_000
         ),

@@ -18,17 +18,14 @@ blocks of users: one matrix product, the seen movies masked, ``argpartition`` at
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from bson import Decimal128, ObjectId
 from pymongo.collection import Collection
 
-from mlrec_luigi import mongo
+from mlrec_luigi import mongo, partitions
 from mlrec_luigi.errors import Damaged
 from mlrec_luigi.npy import from_npy
 from mlrec_luigi.settings import USER_REDIS_PREFIX
@@ -159,16 +156,14 @@ def recommend(
     )
 
 
-def doc_fingerprints(users: np.ndarray, payloads: Sequence[bytes], count: int) -> np.ndarray:
+def fingerprints_of(users: np.ndarray, hashes: np.ndarray, count: int) -> np.ndarray:
     """Per user: an order-independent fingerprint of their API interactions (0: none).
 
-    ``payloads[i]`` identifies interaction i (its ``_id`` and fields); ``users[i]`` its user.
+    ``hashes[i]`` identifies interaction i (``partitions.payload_hash``: its ``_id`` and fields); ``users[i]``
+    its user.
     """
-    hashes = np.array(
-        [int.from_bytes(hashlib.blake2b(p, digest_size=8).digest(), "little") for p in payloads], dtype=np.uint64
-    )
     fingerprints = np.zeros(count, dtype=np.uint64)
-    np.add.at(fingerprints, users, hashes)  # wraps modulo 2**64: the order of the documents does not matter
+    np.add.at(fingerprints, users, hashes.astype(np.uint64))  # wraps modulo 2**64: the order does not matter
     return fingerprints
 
 
@@ -182,21 +177,15 @@ class Gathered:
     last_time_us: np.ndarray  # int64 per user: their newest interaction
 
 
-def _micros(timestamp: object) -> int:
-    if isinstance(timestamp, dt.datetime):
-        aware = timestamp.replace(tzinfo=dt.UTC) if timestamp.tzinfo is None else timestamp
-        return int(aware.timestamp() * 1_000_000)
-    return 0
-
-
 def gather(
-    movielens: Sequence[np.ndarray], movie_map: dict[int, str], ids: np.ndarray, api_docs: Sequence[dict]
+    movielens: Sequence[np.ndarray], movie_map: dict[int, str], ids: np.ndarray, api_rows: np.ndarray
 ) -> Gathered:
-    """One table of the MovieLens ratings (``RATING_RECORD`` parts) and the API's documents.
+    """One table of the MovieLens ratings (``RATING_RECORD`` parts) and the API's documents
+    (``partitions.api_records``).
 
     ``movie_map``: MovieLens movieId → ``movies._id``; ``ids``: the embedding rows' ``_id``s, sorted.
     """
-    api_movies = [api_movie_id(doc.get("movieId")) for doc in api_docs]
+    api_movies = np.char.decode(api_rows["movie"]).tolist() if len(api_rows) else []
     ranked = np.unique(np.concatenate([ids, np.array(api_movies, dtype=ids.dtype if len(ids) else str)]))
     ml_ids = np.fromiter(movie_map, dtype=np.int64, count=len(movie_map))
     ml_hex = np.array([movie_map[m] for m in ml_ids.tolist()], dtype=ranked.dtype)
@@ -214,13 +203,13 @@ def gather(
             present = np.pad(present, (0, top - len(present)))
         present[part["userId"]] = True
     ml_users = np.flatnonzero(present)
-    api_users = [str(doc.get("userId")) for doc in api_docs]
+    api_users = np.char.decode(api_rows["user"]).tolist() if len(api_rows) else []
     users = np.array(sorted({*map(str, ml_users.tolist()), *api_users}), dtype=object)
     index = {user: i for i, user in enumerate(users.tolist())}
     ml_user_index = np.full(len(present), -1, np.int32)
     ml_user_index[ml_users] = [index[str(u)] for u in ml_users.tolist()]
 
-    total = sum(len(part) for part in movielens) + len(api_docs)
+    total = sum(len(part) for part in movielens) + len(api_rows)
     table = np.empty(total, INTERACTION)
     at = 0
     for part in movielens:
@@ -236,51 +225,27 @@ def gather(
     api_user = np.array([index[u] for u in api_users], dtype=np.int32)
     api["user"] = api_user
     api_hex = np.array(api_movies, dtype=ranked.dtype if len(ranked) else str)
-    api["rank"] = np.searchsorted(ranked, api_hex) if len(api_docs) else 0
-    positions = np.searchsorted(ids, api_hex) if len(api_docs) else np.empty(0, np.int64)
+    api["rank"] = np.searchsorted(ranked, api_hex) if len(api_rows) else 0
+    positions = np.searchsorted(ids, api_hex) if len(api_rows) else np.empty(0, np.int64)
     known = (
         (positions < len(ids)) & (ids[np.minimum(positions, max(len(ids) - 1, 0))] == api_hex) if len(ids) else False
     )
     api["row"] = np.where(known, positions, -1)
-    api["liked"] = [doc.get("type") == "rate" and _number(doc.get("value")) >= LIKED_MIN_VALUE for doc in api_docs]
-    api["time_us"] = [_micros(doc.get("timestamp")) for doc in api_docs]
+    api["liked"] = api_rows["liked"]
+    api["time_us"] = api_rows["time_us"]
 
     last = np.full(len(users), np.iinfo(np.int64).min, np.int64)
     np.maximum.at(last, table["user"], table["time_us"])
-    payloads = [_payload(doc) for doc in api_docs]
-    return Gathered(users, table, doc_fingerprints(api_user, payloads, len(users)), last)
-
-
-def _payload(doc: dict) -> bytes:
-    """What identifies one API interaction for the fingerprints: every field read, as text."""
-    return repr(sorted((key, str(value)) for key, value in doc.items())).encode()
+    return Gathered(users, table, fingerprints_of(api_user, api_rows["hash"], len(users)), last)
 
 
 def fingerprints_by_user(api_docs: Sequence[dict]) -> dict[str, int]:
     """userId → the fingerprint of their API interactions, as :func:`gather` computes it."""
+    records = partitions.api_records(api_docs)
     users = sorted({str(doc.get("userId")) for doc in api_docs})
     index = {user: i for i, user in enumerate(users)}
     owners = np.array([index[str(doc.get("userId"))] for doc in api_docs], dtype=np.int32)
-    fingerprints = doc_fingerprints(owners, [_payload(doc) for doc in api_docs], len(users))
-    return dict(zip(users, fingerprints.tolist(), strict=True))
-
-
-def _number(value: object) -> float:
-    """``value`` as MongoDB's ``value >= 4.0`` compares it: only numbers (int, float, Int64, Decimal128)
-    match; text (``"5"``), booleans and null never do, whatever they hold; NaN never likes."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal128):
-        return float("-inf")
-    number = float(value.to_decimal()) if isinstance(value, Decimal128) else float(value)
-    return number if number == number else float("-inf")
-
-
-def api_movie_id(value: object) -> str:
-    """The movie an API interaction names, as the API reads it: what ``ObjectId.is_valid`` accepts (24 hex
-    characters in either case, or a stored ObjectId) names the movie ``ObjectId`` names (as lowercase hex);
-    anything else names no movie (neither liked nor seen), whatever its length."""
-    if isinstance(value, str | bytes | ObjectId) and ObjectId.is_valid(value):
-        return str(ObjectId(value))
-    return f"invalid:{value!r}"  # never equal to a movie's id, still ordered for ties
+    return dict(zip(users, fingerprints_of(owners, records["hash"], len(users)).tolist(), strict=True))
 
 
 def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
@@ -326,6 +291,38 @@ def read_state(data: bytes, label: str, k: int) -> np.ndarray:
     records = from_npy(data, label, StateDamaged)
     if records.dtype.names != ("user", "fingerprint", "rows") or records["rows"].shape[1:] != (k,):
         raise StateDamaged(f"{label} is not a user-lists state for {k} movies per user")
+    return records
+
+
+def partition_records(gathered: Gathered, rows: np.ndarray, reused: np.ndarray) -> np.ndarray:
+    """A partition's result: each user's list (catalogue rows, -1 for none), API fingerprint, newest time,
+    and whether the list was reused from the state."""
+    users = gathered.users.tolist()
+    records = np.empty(len(users), partition_dtype(_width(users), rows.shape[1]))
+    records["user"] = [u.encode() for u in users]
+    records["fingerprint"] = gathered.fingerprints
+    records["last_time_us"] = gathered.last_time_us
+    records["reused"] = reused
+    records["rows"] = rows
+    return records
+
+
+def partition_dtype(user_width: int, k: int) -> np.dtype:
+    return np.dtype([("user", f"S{user_width}"), ("fingerprint", "<u8"), ("last_time_us", "<i8"), ("reused", "?"),
+                     ("rows", "<i4", (k,))])  # fmt: skip
+
+
+def partition_decoder(k: int) -> Callable[[bytes, str], np.ndarray]:
+    """A decoder of one partition's lists of ``k`` movies per user (damaged: :class:`StateDamaged`)."""
+    return functools.partial(read_partition, k=k)
+
+
+def read_partition(data: bytes, label: str, k: int) -> np.ndarray:
+    records = from_npy(data, label, StateDamaged)
+    if records.dtype.names != ("user", "fingerprint", "last_time_us", "reused", "rows") or records["rows"].shape[
+        1:
+    ] != (k,):
+        raise StateDamaged(f"{label} is not a partition of user lists for {k} movies per user")
     return records
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from bson import ObjectId
 
-from mlrec_luigi import collaborative, methods, quality, user_recs
+from mlrec_luigi import collaborative, methods, partitions, quality, user_recs
 from mlrec_luigi.collaborative import Params
 from mlrec_luigi.movielens import RATING_RECORD
 from tests.test_user_recs import mongo_number_at_least, random_case
@@ -60,7 +60,7 @@ def module_lists(interactions: list[dict], embeddings: dict[str, np.ndarray], mo
                      for d in ml], dtype=RATING_RECORD)  # fmt: skip
     ids = np.array(sorted(embeddings))
     api = [d for d in interactions if d.get("source") != "movielens"]
-    gathered = user_recs.gather([part], movie_map, ids, api)
+    gathered = user_recs.gather([part], movie_map, ids, partitions.api_records(api))
     rows = collaborative.lists(gathered.interactions, len(gathered.users), len(ids), params, k)
     return {
         f"rec:user:{user}": ids[picked[picked >= 0]].tolist()

@@ -17,12 +17,13 @@ import pytest
 import redis
 from bson import Decimal128, ObjectId
 
-from mlrec_luigi import UpdateUserRecommendations, cache, collaborative, methods, user_recs
+from mlrec_luigi import UpdateUserRecommendations, cache, collaborative, methods, partitions, user_recs
 from mlrec_luigi.movielens import RATING_RECORD
 from mlrec_luigi.storage import LocalBucket
+from mlrec_luigi.tasks import user_partitions as user_partitions_task
 from mlrec_luigi.tasks import user_recs as user_recs_task
 from tests.support.proxy import slow_tcp_proxy
-from tests.support.runs import build, build_fails, families
+from tests.support.runs import USER_RUN, build, build_fails, families
 from tests.support.zips import MOVIES, small_zip
 
 TODAY = dt.date(2026, 11, 24)
@@ -76,7 +77,9 @@ def computed_lists(
     ids = np.array(sorted(embeddings))
     vectors = np.array([embeddings[i] for i in ids], dtype=np.float32)
     api = [d for d in interactions if d.get("source") != "movielens"]
-    gathered = user_recs.gather([part[: len(part) // 2], part[len(part) // 2 :]], movie_map, ids, api)
+    gathered = user_recs.gather(
+        [part[: len(part) // 2], part[len(part) // 2 :]], movie_map, ids, partitions.api_records(api)
+    )
     everyone = np.arange(len(gathered.users))
     rows = user_recs.user_lists(gathered, everyone, vectors, k)
     return {
@@ -286,7 +289,7 @@ def test_every_user_gets_the_exact_list_with_the_ttl_and_a_rerun_does_nothing(st
     seed_api_users(stage)
     stage.set()
     summary = build(UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)))
-    assert families(summary["completed"]) == ["UpdateUserRecommendations"]
+    assert families(summary["completed"]) == USER_RUN
     expected = stage.expected()
     assert stage.published() == expected
     assert {"rec:user:1", "rec:user:0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab", "rec:user:many"} <= set(expected)
@@ -300,9 +303,9 @@ def test_every_user_gets_the_exact_list_with_the_ttl_and_a_rerun_does_nothing(st
 
 
 def test_a_flush_republishes_and_a_key_the_api_deleted_is_the_apis(stage: Stage) -> None:
-    seed_api_users(stage)
+    seed_api_users(stage)  # TODAY read and published before the API users wrote
     stage.set()
-    build(UpdateUserRecommendations(date=TODAY))
+    assert build(UpdateUserRecommendations(date=TODAY))["completed"] == set()  # their DELs are the API's
     before = stage.published()
     user = "0b7c1d5e-aaaa-4bbb-8ccc-1234567890ab"
     stage.api_write(user, stage.movie("Toy Story 2"), "view", None)  # the API owns that key now
@@ -311,25 +314,31 @@ def test_a_flush_republishes_and_a_key_the_api_deleted_is_the_apis(stage: Stage)
     assert f"rec:user:{user}" not in stage.published()
     stage.client.set("rec:user:2", json.dumps(before["rec:user:2"][::-1]))  # changed, the user did not interact
     stage.set()
+    # Published again from the day's partitions, without computing; who wrote since the day's read is left out.
     assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
-    assert stage.published() == stage.expected()
+    assert stage.published() == before
     stage.client.flushall()
     stage.set()
     assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == before
+    assert stage.marker()["left_out_interacted"] == 4  # the four users who wrote after the read
+    # The next day reads again: every list is the exact one, and only the users who wrote are computed.
+    stage.set()
+    assert families(build(UpdateUserRecommendations(date=TODAY + dt.timedelta(days=1)))["completed"]) == USER_RUN
     assert stage.published() == stage.expected()
-    assert stage.marker()["recomputed"] == 0  # nobody's interactions changed: every list came from the state
 
 
 def test_top_n_a_new_model_and_active_days_republish(stage: Stage, model, tmp_path: Path) -> None:
     seed_api_users(stage)
     stage.set(USER_RECS_TOP_N="2", USER_RECS_TTL_SECONDS="100000")
-    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    tomorrow = TODAY + dt.timedelta(days=1)  # a new day: the API users' writes are read
+    assert families(build(UpdateUserRecommendations(date=tomorrow))["completed"]) == USER_RUN
     assert stage.published() == stage.expected(2)
     assert all(99_990 < stage.client.ttl(key) <= 100_000 for key in stage.published())
     model.save(str(tmp_path / "other-model"))
     stage.set(HF_MODEL_NAME=str(tmp_path / "other-model"))
-    assert {"LoadMovies", "UpdateUserRecommendations"} <= set(
-        families(build(UpdateUserRecommendations(date=TODAY))["completed"])
+    assert {"LoadMovies", "UpdateUserRecommendations", "UserRecsPartition"} <= set(
+        families(build(UpdateUserRecommendations(date=tomorrow))["completed"])
     )
     assert stage.published() == stage.expected()
     stage.client.flushall()
@@ -437,36 +446,47 @@ def test_the_collaborative_lists_are_published_never_stale_and_a_method_switch_r
     stage: Stage, monkeypatch
 ) -> None:
     seed_api_users(stage)
+    day, next_day = TODAY + dt.timedelta(days=1), TODAY + dt.timedelta(days=2)
     stage.set(USER_RECS_METHOD="collaborative")
-    compute = user_recs_task.collaborative.lists
+    fit = user_partitions_task.collaborative.fit
 
-    def computing(*args, **kwargs):  # the API writes while the model trains: that user is left out
+    def training(*args, **kwargs):  # the API writes while the model trains: that user is left out
         stage.api_write("many", stage.movie("Heat"))
-        return compute(*args, **kwargs)
+        return fit(*args, **kwargs)
 
-    monkeypatch.setattr(user_recs_task.collaborative, "lists", computing)
-    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    monkeypatch.setattr(user_partitions_task.collaborative, "fit", training)
+    assert families(build(UpdateUserRecommendations(date=day))["completed"]) == sorted(
+        [*USER_RUN, "TrainCollaborative"]
+    )
     monkeypatch.undo()
-    marker = stage.marker()
+    marker = stage.marker(day)
     tuned = methods.choose("collaborative", stage.quality_figures())["params"]
     assert marker["method"]["method"] == "collaborative" and marker["method"]["params"] == tuned
     assert "rec:user:many" not in stage.published() and marker["left_out_interacted"] == 1
     assert all(89_990 < stage.client.ttl(key) <= 90_000 for key in stage.published())
-    stage.client.flushall()  # republished from a model of what MongoDB holds now: "many" included
+    before = stage.published()
+    stage.client.flushall()  # the same day publishes the day's lists again; "many" wrote after the read
     stage.set(USER_RECS_METHOD="collaborative")
-    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert families(build(UpdateUserRecommendations(date=day))["completed"]) == ["UpdateUserRecommendations"]
+    assert stage.published() == before
+    stage.set(USER_RECS_METHOD="collaborative")  # the next day reads "many"'s write and trains on it
+    assert families(build(UpdateUserRecommendations(date=next_day))["completed"]) == sorted(
+        [*USER_RUN, "TrainCollaborative"]
+    )
     assert_collaborative(stage, tuned)
     assert "rec:user:many" in stage.published() and "rec:user:views-only" not in stage.published()  # no like
     stage.set(USER_RECS_METHOD="collaborative")
-    assert build(UpdateUserRecommendations(date=TODAY))["completed"] == set()
+    assert build(UpdateUserRecommendations(date=next_day))["completed"] == set()
     stage.set(USER_RECS_METHOD="content")  # the switch republishes
-    assert families(build(UpdateUserRecommendations(date=TODAY))["completed"]) == ["UpdateUserRecommendations"]
+    assert families(build(UpdateUserRecommendations(date=next_day))["completed"]) == [
+        "UpdateUserRecommendations", "UserRecsPartition"
+    ]  # fmt: skip
     assert stage.published() == stage.expected()
     stage.set(USER_RECS_METHOD="best")
     chosen = methods.choose("best", stage.quality_figures())
-    completed = families(build(UpdateUserRecommendations(date=TODAY))["completed"])
+    completed = families(build(UpdateUserRecommendations(date=next_day))["completed"])
     assert completed == ([] if chosen["method"] == "content" else ["UpdateUserRecommendations"])
-    assert stage.marker()["method"]["method"] == chosen["method"]
+    assert stage.marker(next_day)["method"]["method"] == chosen["method"]
     if chosen["method"] == "content":
         assert stage.published() == stage.expected()
     else:

@@ -10,6 +10,12 @@ from mlrec_luigi.tasks.popular import UpdatePopular
 from mlrec_luigi.tasks.quality import MeasureQuality
 from mlrec_luigi.tasks.ratings import PrepareRatings
 from mlrec_luigi.tasks.similar import SimilarMoviesBlock, UpdateSimilarMovies
+from mlrec_luigi.tasks.user_partitions import (
+    ReadApiInteractions,
+    ShuffleRatingsPart,
+    TrainCollaborative,
+    UserRecsPartition,
+)
 from mlrec_luigi.tasks.user_recs import UpdateUserRecommendations
 
 __all__ = [
@@ -22,8 +28,13 @@ __all__ = [
     "LoadMovies",
     "MeasureQuality",
     "PrepareRatings",
+    "ReadApiInteractions",
+    "ShuffleRatingsPart",
     "SimilarMoviesBlock",
     "UpdatePopular",
     "UpdateSimilarMovies",
     "UpdateUserRecommendations",
+    "UserRecsPartition",
 ]
+# Run only with the collaborative method (USER_RECS_METHOD): not in every run.
+OCCASIONAL = ["TrainCollaborative"]

@@ -11,6 +11,11 @@ the collaborative model (``collaborative.py``: ALS trained in the run on every l
 The MovieLens ratings are read from the bucket's ratings parts (never back from MongoDB);
 only the API's own interactions are read from MongoDB.
 
+The users are split into ``USER_RECS_PARTITIONS`` partitions by a stable hash of their ``userId``
+(0: one per 5,000,000 MovieLens ratings); each partition's lists are one ``UserRecsPartition`` task
+(``user_partitions.py``: the ratings shuffled once per release, the API's interactions read once per
+run), checkpointed in the bucket, shared by every worker on every machine; this stage publishes them.
+
 Content lists: each user's list is kept in a state file beside the fingerprint of their API interactions:
 a daily run recomputes only the users whose interactions changed (or all of them when the
 release, the model or ``USER_RECS_TOP_N`` changed) and publishes every list again.
@@ -27,36 +32,41 @@ published, or was deleted or rewritten by the API because that user interacted.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, ClassVar
 
+import luigi
 import numpy as np
 from bson import ObjectId
 
-from mlrec_luigi import collaborative, layout, methods, mongo, published, readers, user_recs
-from mlrec_luigi.damage import DamagedObject, read_checked
-from mlrec_luigi.logs import log_event
-from mlrec_luigi.npy import to_npy
-from mlrec_luigi.readers import read_movie_map, read_ratings_part
+from mlrec_luigi import layout, methods, mongo, published, readers, user_recs
+from mlrec_luigi.damage import read_checked
+from mlrec_luigi.movielens import DatasetError
 from mlrec_luigi.settings import USER_REDIS_PREFIX
-from mlrec_luigi.tasks.base import MongoStage, Shape, Stage
+from mlrec_luigi.tasks.base import ChunkedStage, MongoStage, Shape, Stage
 from mlrec_luigi.tasks.embeddings import Embeddings
 from mlrec_luigi.tasks.interactions import LoadInteractions
 from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import RunDateParameter, model_parameter
 from mlrec_luigi.tasks.quality import MeasureQuality
 from mlrec_luigi.tasks.ratings import PrepareRatings
+from mlrec_luigi.tasks.user_partitions import CLOCK_SKEW, ReadApiInteractions, UserRecsPartition
 
 logger = logging.getLogger("mlrec_luigi")
-# The API's ObjectIds carry the API's clock: interactions stored this long before the read are looked at again.
-CLOCK_SKEW = dt.timedelta(minutes=15)
+RATINGS_PER_PARTITION = 5_000_000  # USER_RECS_PARTITIONS=0: the partitions a release's ratings make
 
 
-class UpdateUserRecommendations(MongoStage):
-    """Every user's exact recommendations → Redis ``rec:user:<userId>``."""
+def partition_count(setting: int, ratings: int) -> int:
+    """``USER_RECS_PARTITIONS``, or (0) one partition per ``RATINGS_PER_PARTITION`` MovieLens ratings."""
+    return setting or max(1, -(-ratings // RATINGS_PER_PARTITION))
+
+
+class UpdateUserRecommendations(ChunkedStage, MongoStage):
+    """Every user's recommendations → Redis ``rec:user:<userId>``, from the partitions' lists."""
 
     REPORT_NAME = "user_recs"
-    BRIEF_OMITS = ("state",)
+    BRIEF_OMITS = ("partitions_written",)
 
     date = RunDateParameter(description="the run's date (UTC; USER_RECS_ACTIVE_DAYS ends with it)")
     model = model_parameter()
@@ -66,19 +76,13 @@ class UpdateUserRecommendations(MongoStage):
 
     def requires(self) -> dict[str, Any]:
         return {"movies": LoadMovies(), "embeddings": Embeddings(), "interactions": LoadInteractions(),
-                "ratings": PrepareRatings(), "quality": MeasureQuality()}  # fmt: skip
+                "ratings": PrepareRatings(), "quality": MeasureQuality(),
+                "partitions": self.planned_chunks}  # fmt: skip
 
     def method(self) -> dict[str, Any]:
         """``USER_RECS_METHOD`` resolved by this run's quality figures: the method, its parameters and why."""
         quality = MeasureQuality().output().read() or {}
         return methods.choose(self.settings.user_recs_method, quality.get("figures"))
-
-    def movie_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """The catalogue's ids and vectors, as the similar movies read them (readers.movie_vectors)."""
-        movies = self.input()["movies"].read() or {}
-        manifest = self.input()["embeddings"]
-        chunks = tuple((manifest.read() or {}).get("chunks", []))
-        return readers.movie_vectors(self.bucket, self.settings, movies["map_md5"], manifest.key, chunks)
 
     def upstream(self) -> list[Stage]:
         return [LoadMovies(), LoadInteractions()]
@@ -88,6 +92,7 @@ class UpdateUserRecommendations(MongoStage):
 
     def expect(self) -> dict[str, Any]:
         settings = self.settings
+        ratings = PrepareRatings().output().read() or {}
         return {
             "source_md5": self.current_source_md5(),
             "embedding_model": settings.hf_model_name,
@@ -96,6 +101,7 @@ class UpdateUserRecommendations(MongoStage):
             "active_days": settings.user_recs_active_days,
             # What computed the lists, not the setting: content chosen by "best" is content.
             "method": {name: value for name, value in self.method().items() if name in ("method", "params")},
+            "partitions": partition_count(settings.user_recs_partitions, int(ratings.get("records") or 0)),
             "redis_configured": settings.redis_url is not None,
         }
 
@@ -111,46 +117,63 @@ class UpdateUserRecommendations(MongoStage):
     def _owners_now(self, keys: list[str]) -> dict[str, int]:
         return user_recs.api_fingerprints_of_keys(self.db["interactions"], keys)
 
-    def run(self) -> None:
+    def chunks(self) -> list[UserRecsPartition]:
+        """One task per partition of users (none until the movies, the ratings and the quality figures exist)."""
+        movies, ratings, quality = (stage.output().valid() for stage in (LoadMovies(), PrepareRatings(),
+                                                                         MeasureQuality()))  # fmt: skip
+        if movies is None or ratings is None or quality is None:
+            return []
+        settings = self.settings
+        method = methods.choose(settings.user_recs_method, quality.get("figures"))
+        count = partition_count(settings.user_recs_partitions, int(ratings.get("records") or 0))
+        common = {
+            "date": self.date, "source_md5": ratings["source_md5"], "chunk_rows": ratings["chunk_rows"],
+            "ratings_parts": len(ratings["parts"]), "partitions": count,
+            "movie_ids": layout.map_tag(str(movies["map_md5"])), "model_name": settings.hf_model_name,
+            "top_n": settings.user_recs_top_n,
+            "method": "content" if method["method"] == "content" else json.dumps(method["params"], sort_keys=True),
+        }  # fmt: skip
+        return [UserRecsPartition(**common, index=i) for i in range(count)]
+
+    def finish(self, chunks: list[luigi.Task]) -> None:
         settings = self.settings
         k = settings.user_recs_top_n
-        ids, vectors = self.movie_vectors()
-        collection = self.db["interactions"]
-        self.progress(0, 4, "reading the API's interactions and the MovieLens ratings")
-        read_at = dt.datetime.now(dt.UTC)
-        api_docs = mongo.api_interactions(collection)
-        read_ids = {doc["_id"] for doc in api_docs}
         movies = self.input()["movies"].read() or {}
-        movie_map = read_movie_map(self.bucket, settings)
-        gathered = user_recs.gather(self._movielens_parts(), movie_map, ids, api_docs)
-
-        method = self.method()
-        if method["method"] == "collaborative":
-            # A model trained tonight scores everyone anew: nothing of yesterday's lists is reused.
-            self.progress(1, 4, f"training and scoring {len(gathered.users):,} users against {len(ids):,} movies")
-            rows = collaborative.lists(gathered.interactions, len(gathered.users), len(ids),
-                                       collaborative.Params.from_dict(method["params"]), k)  # fmt: skip
-            reused, state_key = np.zeros(len(gathered.users), bool), None
-        else:
-            state_key = layout.user_recs_state_key(
-                settings, settings.hf_model_name, str(movies["source_md5"]), layout.map_tag(str(movies["map_md5"])), k
-            )
-            rows, reused = self._reuse(state_key, gathered, k)
-            changed = np.flatnonzero(~reused)
-            self.progress(1, 4, f"scoring {len(changed):,} of {len(gathered.users):,} users, {len(ids):,} movies")
-            rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
-            self.bucket.write_bytes(state_key, to_npy(user_recs.state_records(gathered, rows)))
-
-        chosen = np.flatnonzero((rows[:, 0] >= 0) & self._active(gathered))
-        keys = [f"{USER_REDIS_PREFIX}{user}" for user in gathered.users[chosen].tolist()]
-        lists = [ids[picked[picked >= 0]].tolist() for picked in rows[chosen]]
+        manifest = self.input()["embeddings"]
+        ids, _ = readers.movie_vectors(self.bucket, settings, movies["map_md5"], manifest.key,
+                                       tuple((manifest.read() or {}).get("chunks", [])))  # fmt: skip
+        if not chunks:
+            raise DatasetError("no partition of users was planned: the ratings or the quality figures are missing")
+        reader: ReadApiInteractions = chunks[0].requires()["api"]
+        read = reader.record()
+        read_at, read_near = dt.datetime.fromisoformat(read["read_at"]), set(read["read_near"])
+        self.progress(0, 3, f"reading the lists of {len(chunks)} partition(s)")
+        users, keys, lists, fingerprints = 0, list[str](), list[list[str]](), list[np.ndarray]()
+        counts = {"with_list": 0, "recomputed": 0, "reused": 0, "inactive": 0}
+        recommended: set[int] = set()
+        for chunk in chunks:
+            records = read_checked(self.bucket, chunk.output().key, user_recs.partition_decoder(k),
+                                   "the next run computes this partition again")  # fmt: skip
+            users += len(records)
+            rows = records["rows"]
+            with_list = rows[:, 0] >= 0
+            chosen = np.flatnonzero(with_list & self._active(records["last_time_us"]))
+            counts["with_list"] += int(with_list.sum())
+            counts["inactive"] += int(with_list.sum()) - len(chosen)
+            counts["reused"] += int(records["reused"].sum())
+            counts["recomputed"] += int((~records["reused"]).sum())
+            recommended.update(np.unique(rows[chosen][rows[chosen] >= 0]).tolist())
+            keys.extend(f"{USER_REDIS_PREFIX}{user}" for user in np.char.decode(records["user"][chosen]).tolist())
+            lists.extend(ids[picked[picked >= 0]].tolist() for picked in rows[chosen])
+            fingerprints.append(records["fingerprint"][chosen])
+        collection = self.db["interactions"]
         guard = published.NeverStale(
             str(settings.redis_url),
             lambda key: key.removeprefix(USER_REDIS_PREFIX),
             lambda: {
                 str(doc.get("userId"))
                 for doc in mongo.api_interactions(collection, ObjectId.from_datetime(read_at - CLOCK_SKEW))
-                if doc["_id"] not in read_ids
+                if str(doc["_id"]) not in read_near
             },
         )
         policy = published.publish(
@@ -160,64 +183,39 @@ class UpdateUserRecommendations(MongoStage):
             settings.user_recs_ttl_seconds,
             what="user lists",
             task=self.task_family,
-            on_progress=lambda done: self.progress(2, 4, f"published {done:,} of {len(keys):,} user lists"),
+            on_progress=lambda done: self.progress(1, 3, f"published {done:,} of {len(keys):,} user lists"),
             leave_out=guard.leave_out,
         )
         if policy == published.PUBLISHED:
             guard.finish()  # writes that landed during the last batch
         position = {key: i for i, key in enumerate(keys)}
         kept = np.array([position[key] for key in guard.sent], dtype=np.int64)
+        every_fingerprint = np.concatenate(fingerprints) if fingerprints else np.zeros(0, np.uint64)
         record = published.write_record(
             self.bucket,
             layout.user_recs_published_key(settings, self.date),
             list(guard.sent),
             [lists[i] for i in kept],
-            {published.FINGERPRINT: gathered.fingerprints[chosen[kept]]},
+            {published.FINGERPRINT: every_fingerprint[kept]},
         )
         self.counts = {
-            "users": len(gathered.users),
-            "with_list": int((rows[:, 0] >= 0).sum()),
-            "recomputed": int((~reused).sum()),
-            "reused": int(reused.sum()),
+            "users": users,
+            **counts,
             "published": len(guard.sent),
             "left_out_interacted": len(guard.interacted),
             "deleted_after_interaction": guard.deleted,
-            "inactive": int((rows[:, 0] >= 0).sum()) - len(chosen),
-            "movies_recommended": user_recs.distinct_movies(rows[chosen]),
-            "api_interactions": len(api_docs),
+            "movies_recommended": len(recommended),
+            "api_interactions": int(read.get("documents", 0)),
+            "partitions": len(chunks),
             "redis": policy,
         }
-        self.write_marker({**self.counts, **record, "date": self.date.isoformat(), "read_at": read_at.isoformat(),
-                           "state": state_key, "method": method})  # fmt: skip
+        written = [chunk.output().key for chunk in chunks]
+        self.write_marker({**self.counts, **record, "date": self.date.isoformat(), "read_at": read["read_at"],
+                           "method": self.method(), "partitions_written": written})  # fmt: skip
 
-    def _movielens_parts(self) -> list[np.ndarray]:
-        manifest = self.input()["ratings"].read() or {}
-        md5, rows = manifest["source_md5"], manifest["chunk_rows"]
-        return [read_ratings_part(self.bucket, self.settings, md5, rows, i) for i in range(len(manifest["parts"]))]
-
-    def _reuse(self, state_key: str, gathered: user_recs.Gathered, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows for every user, whether each was reused): the stored list of each user whose API interactions
-        are unchanged; the release, the model, the movies and k are in the state's key."""
-        rows = np.full((len(gathered.users), k), -1, np.int32)
-        reused = np.zeros(len(gathered.users), bool)
-        try:
-            state = read_checked(self.bucket, state_key, user_recs.state_decoder(k), "every user is computed again")
-        except FileNotFoundError:
-            return rows, reused
-        except DamagedObject as error:
-            log_event(logger, str(error), logging.WARNING, task=self.task_family)
-            return rows, reused
-        stored = {user: i for i, user in enumerate(np.char.decode(state["user"]).tolist())}
-        for index, user in enumerate(gathered.users.tolist()):
-            at = stored.get(user)
-            if at is not None and state["fingerprint"][at] == gathered.fingerprints[index]:
-                rows[index] = state["rows"][at]
-                reused[index] = True
-        return rows, reused
-
-    def _active(self, gathered: user_recs.Gathered) -> np.ndarray:
+    def _active(self, last_time_us: np.ndarray) -> np.ndarray:
         days = self.settings.user_recs_active_days
         if days == 0:
-            return np.ones(len(gathered.users), bool)
+            return np.ones(len(last_time_us), bool)
         end = dt.datetime.combine(self.date + dt.timedelta(days=1), dt.time(), dt.UTC)
-        return gathered.last_time_us >= int((end - dt.timedelta(days=days)).timestamp() * 1_000_000)
+        return last_time_us >= int((end - dt.timedelta(days=days)).timestamp() * 1_000_000)
