@@ -31,6 +31,7 @@ __all__ = [
     "ReadApiInteractions",
     "ShuffleRatingsPart",
     "SimilarMoviesBlock",
+    "TrainCollaborative",
     "UpdatePopular",
     "UpdateSimilarMovies",
     "UpdateUserRecommendations",

@@ -67,10 +67,8 @@ def all_tasks(**chunks: int) -> list[str]:
     times: what a full run runs. Tests take the list from here, so a new stage needs no edit of theirs."""
     from mlrec_luigi import tasks
 
-    occasional = {name: 0 for name in tasks.OCCASIONAL}  # run only with some settings: counted when asked
-    return sorted(
-        name for name in [*tasks.__all__, *occasional] for _ in range(chunks.get(name, occasional.get(name, 1)))
-    )
+    default = {name: 0 for name in tasks.OCCASIONAL}  # run only with some settings: counted when asked
+    return sorted(name for name in tasks.__all__ for _ in range(chunks.get(name, default.get(name, 1))))
 
 
 # A user-lists run for a new date, one partition, content lists: the API read, the partition, the publishing.
