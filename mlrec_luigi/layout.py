@@ -17,7 +17,7 @@ hex digits of the zip's md5::
     <p>/<ds>/similar/published.npy                             the keys published and their values' sha1
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
     <p>/<ds>/user_recs/shuffle/<z>-r<rows>-P<P>/part-NNNNN/p-NNNNN.npy, done.json   (ShuffleRatingsPart)
-    <p>/<ds>/user_recs/api/<date>/P<P>/p-NNNNN.npy, read.json  the API's interactions read (ReadApiInteractions)
+    <p>/<ds>/user_recs/api/<date>/<db>/P<P>/p-NNNNN.npy, read.json  the API's documents (ReadApiInteractions)
     <p>/<ds>/user_recs/collaborative/<date>/<z>-P<P>-<params>/users.npy, movies.npy  (TrainCollaborative)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/<date>/<method>/partition-NNNNN.npy  (UserRecsPartition)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/state-NNNNN.npy   a partition's content lists, reused
@@ -180,8 +180,8 @@ def user_partition_key(
     """One partition's lists for a date, computed with ``method`` ("content", or the model's parameters)."""
     folder = user_recs_folder(source_md5, movie_ids, top_n, partitions)
     tag = "content" if method == "content" else f"als-{hashlib.md5(method.encode()).hexdigest()[:8]}"
-    return derived_key(settings, "user_recs", model_slug(model), folder, date.isoformat(), tag,
-                       f"partition-{partition:05d}.npy")  # fmt: skip
+    return derived_key(settings, "user_recs", model_slug(model), folder, date.isoformat(), database_tag(settings),
+                       tag, f"partition-{partition:05d}.npy")  # fmt: skip
 
 
 def shuffle_piece_key(
@@ -194,9 +194,15 @@ def shuffle_piece_key(
 
 
 def api_read_key(settings: Settings, date: dt.date, partitions: int, partition: int | None) -> str:
-    """A date's read of the API's interactions: one piece per partition; ``partition`` None: its record."""
+    """A date's read of the API's interactions in one MongoDB database: one piece per partition; ``partition``
+    None: its record."""
     name = "read.json" if partition is None else f"p-{partition:05d}.npy"
-    return derived_key(settings, "user_recs", "api", date.isoformat(), f"P{partitions}", name)
+    return derived_key(settings, "user_recs", "api", date.isoformat(), database_tag(settings), f"P{partitions}", name)
+
+
+def database_tag(settings: Settings) -> str:
+    """The MongoDB database the API's documents are read from, path-safe (never the URI: it holds secrets)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", settings.mongodb_database)
 
 
 def collaborative_key(
@@ -205,7 +211,8 @@ def collaborative_key(
     """A date's collaborative model: the ``users``' or the ``movies``' factors."""
     tag = hashlib.md5(params.encode()).hexdigest()[:8]
     folder = f"{release_tag(source_md5)}-P{partitions}-{tag}"
-    return derived_key(settings, "user_recs", "collaborative", date.isoformat(), folder, f"{which}.npy")
+    return derived_key(settings, "user_recs", "collaborative", date.isoformat(), database_tag(settings), folder,
+                       f"{which}.npy")  # fmt: skip
 
 
 def user_recs_published_key(settings: Settings, date: dt.date) -> str:

@@ -37,10 +37,12 @@ MOVIES_ON = {"LoadMovies"}
 RATINGS_ON = {"PrepareRatings", "InteractionsChunk", "LoadInteractions"}
 POPULAR = {"UpdatePopular"}
 SIMILAR = {"SimilarMoviesBlock", "UpdateSimilarMovies"}
-USERS = {"UpdateUserRecommendations"}
+PUBLISH_USERS = {"UpdateUserRecommendations"}  # published again from the day's partitions
+USERS = PUBLISH_USERS | {"UserRecsPartition"}  # computed again from the day's read of the API
 DAILY = {"DailyRun"}
 QUALITY = {"MeasureQuality"}
 EVERYTHING = {"DownloadMovieLens"} | EMBED | MOVIES_ON | RATINGS_ON | POPULAR | SIMILAR | USERS | QUALITY | DAILY
+EVERYTHING |= {"ReadApiInteractions", "ShuffleRatingsPart", "TrainCollaborative"}  # with the collaborative method
 NOTHING: set[str] = set()
 
 
@@ -142,15 +144,17 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     ("SIMILAR_MOVIES_TOP_N", "3", SIMILAR | DAILY, lengths("rec:item:", 3)),
     # the unit of work, not of output: the published lists stand (a later rerun computes blocks of 3)
     ("SIMILAR_MOVIES_BLOCK_ROWS", "3", NOTHING, unchanged),
-    ("USER_RECS_TTL_SECONDS", "100000", USERS | DAILY, ttl_of("rec:user:", 100_000)),
+    ("USER_RECS_TTL_SECONDS", "100000", PUBLISH_USERS | DAILY, ttl_of("rec:user:", 100_000)),
     ("USER_RECS_TOP_N", "2", USERS | DAILY, lengths("rec:user:", 2)),
-    ("USER_RECS_ACTIVE_DAYS", "36500", USERS | DAILY, unchanged),  # every user was active in 100 years
+    ("USER_RECS_ACTIVE_DAYS", "36500", PUBLISH_USERS | DAILY, unchanged),  # every user was active in 100 years
+    # Three partitions: the ratings shuffled again and the day's API read split three ways; the same lists
+    ("USER_RECS_PARTITIONS", "3", USERS | {"ReadApiInteractions", "ShuffleRatingsPart"} | DAILY, unchanged),
     # "best" (the default) took content on this world; the collaborative lists are as long, computed anew
-    ("USER_RECS_METHOD", "collaborative", USERS | DAILY, lengths("rec:user:", 2)),
+    ("USER_RECS_METHOD", "collaborative", USERS | {"TrainCollaborative"} | DAILY, lengths("rec:user:", 2)),
     (
         "REDIS_URL",
         lambda w: w.env["REDIS_URL"].rsplit("/", 1)[0] + "/9",
-        POPULAR | SIMILAR | USERS | DAILY,  # with the blocks of 3 the row above asked for
+        POPULAR | SIMILAR | PUBLISH_USERS | DAILY,  # with the blocks of 3 the row above asked for
         same_lists_other_database,
     ),
     # A new store or database: what MongoDB holds is loaded again; the movies keep their ids (the map).
@@ -158,21 +162,30 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     (
         "MONGODB_DATABASE",
         "other",
-        MOVIES_ON | RATINGS_ON - {"PrepareRatings"} | POPULAR | {"UpdateSimilarMovies"} | USERS | DAILY,
+        MOVIES_ON
+        | RATINGS_ON - {"PrepareRatings"}
+        | POPULAR
+        | {"UpdateSimilarMovies"}
+        | USERS
+        | DAILY
+        | {"ReadApiInteractions", "TrainCollaborative"},  # the day's read and model are of the database read
         unchanged,
     ),
     ("TRYOUT_STORE", lambda w: str(w.folder / "store2.bson"), NOTHING, unchanged),  # MONGODB_URI is set: unused
     (
         "EMBEDDING_CHUNK_SIZE",
         "4",
-        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | {"UpdateSimilarMovies"} | USERS | DAILY,
+        # the same vectors (the same model): the day's partitions stand
+        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | {"UpdateSimilarMovies"} | PUBLISH_USERS | DAILY,
         unchanged,
     ),
-    ("INTERACTIONS_CHUNK_ROWS", "2", RATINGS_ON | QUALITY | POPULAR | USERS | DAILY, unchanged),
+    # the same ratings in smaller parts: the day's partitions stand
+    ("INTERACTIONS_CHUNK_ROWS", "2", RATINGS_ON | QUALITY | POPULAR | PUBLISH_USERS | DAILY, unchanged),
     (
         "HF_MODEL_NAME",
         lambda w: str(w.model_copy),
-        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | SIMILAR | USERS | DAILY,
+        # the partitions computed again, from the ratings in the parts of 2 the row above made (shuffled now)
+        EMBED | QUALITY | MOVIES_ON | {"LoadInteractions"} | POPULAR | SIMILAR | USERS | {"ShuffleRatingsPart"} | DAILY,
         unchanged,
     ),  # a copy of the same model: the same lists
     # A new dataset folder: everything is derived again there (MongoDB keeps the movies' ids).
