@@ -18,6 +18,7 @@ hex digits of the zip's md5::
     <p>/<ds>/markers/similar_movies.json                       (UpdateSimilarMovies)
     <p>/<ds>/user_recs/shuffle/<z>-r<rows>-P<P>/part-NNNNN/p-NNNNN.npy, done.json   (ShuffleRatingsPart)
     <p>/<ds>/user_recs/api/<date>/<db>/P<P>/p-NNNNN.npy, read.json  the API's documents (ReadApiInteractions)
+    <p>/<ds>/user_recs/api/latest-<db>-P<P>.json              the newest read: where the next one starts
     <p>/<ds>/user_recs/collaborative/<date>/<z>-P<P>-<params>/users.npy, movies.npy  (TrainCollaborative)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/<date>/<method>/partition-NNNNN.npy  (UserRecsPartition)
     <p>/<ds>/user_recs/<model>/<z>-<ids>-k<n>-P<P>/state-NNNNN.npy   a partition's content lists, reused
@@ -198,6 +199,11 @@ def api_read_key(settings: Settings, date: dt.date, partitions: int, partition: 
     None: its record."""
     name = "read.json" if partition is None else f"p-{partition:05d}.npy"
     return derived_key(settings, "user_recs", "api", date.isoformat(), database_tag(settings), f"P{partitions}", name)
+
+
+def api_latest_key(settings: Settings, partitions: int) -> str:
+    """The newest date's read of the API's interactions (what the next read starts from)."""
+    return derived_key(settings, "user_recs", "api", f"latest-{database_tag(settings)}-P{partitions}.json")
 
 
 def database_tag(settings: Settings) -> str:

@@ -88,6 +88,7 @@ def api_records(docs: Sequence[dict]) -> np.ndarray:
     users = [str(doc.get("userId")) for doc in docs]
     movies = [api_movie_id(doc.get("movieId")) for doc in docs]
     records = np.empty(len(docs), api_record_dtype(_width(users), _width(movies)))
+    records["id"] = [str(doc.get("_id", "")).encode() for doc in docs]
     records["user"] = [u.encode() for u in users]
     records["movie"] = [m.encode() for m in movies]
     records["liked"] = [doc.get("type") == "rate" and number(doc.get("value")) >= LIKED_MIN_VALUE for doc in docs]
@@ -97,11 +98,24 @@ def api_records(docs: Sequence[dict]) -> np.ndarray:
 
 
 def api_record_dtype(user_width: int, movie_width: int) -> np.dtype:
-    return np.dtype([("user", f"S{user_width}"), ("movie", f"S{movie_width}"), ("liked", "?"),
+    return np.dtype([("id", "S24"), ("user", f"S{user_width}"), ("movie", f"S{movie_width}"), ("liked", "?"),
                      ("time_us", "<i8"), ("hash", "<u8")])  # fmt: skip
 
 
-API_FIELDS = ("user", "movie", "liked", "time_us", "hash")
+API_FIELDS = ("id", "user", "movie", "liked", "time_us", "hash")
+
+
+def merged(kept: np.ndarray, read: np.ndarray) -> np.ndarray:
+    """A piece of API records read before (``kept``) with the ones read since (``read``): one row per document
+    (``id``), the newer read winning, ordered by id. The text fields widen to the wider of the two."""
+    if not len(kept):
+        return np.sort(read, order="id") if len(read) else read
+    if not len(read):
+        return kept
+    dtype = api_record_dtype(max(kept.dtype["user"].itemsize, read.dtype["user"].itemsize),
+                             max(kept.dtype["movie"].itemsize, read.dtype["movie"].itemsize))  # fmt: skip
+    both = np.concatenate([read.astype(dtype), kept[~np.isin(kept["id"], read["id"])].astype(dtype)])
+    return np.sort(both, order="id")
 
 
 def split_api(records: np.ndarray, partitions: int) -> list[np.ndarray]:

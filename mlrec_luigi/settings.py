@@ -121,6 +121,7 @@ class Settings:
     user_recs_active_days: int = 0
     user_recs_method: str = "best"
     user_recs_partitions: int = 0
+    user_recs_full_read_days: int = 7
     quality_sample_users: int = 20_000
     quality_max_drop: float = 0.5
 
@@ -332,6 +333,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv_path: str | Path 
         ),
         user_recs_method=_choice(values, "USER_RECS_METHOD", DEFAULTS.user_recs_method, USER_RECS_METHODS),
         user_recs_partitions=_integer(values, "USER_RECS_PARTITIONS", DEFAULTS.user_recs_partitions, 0, 100_000),
+        user_recs_full_read_days=_integer(
+            values, "USER_RECS_FULL_READ_DAYS", DEFAULTS.user_recs_full_read_days, minimum=1, maximum=3_650
+        ),
         quality_sample_users=_integer(
             values, "QUALITY_SAMPLE_USERS", DEFAULTS.quality_sample_users, minimum=100, maximum=100_000_000
         ),

@@ -272,28 +272,6 @@ def _width(values: list[str]) -> int:
     return max((len(v.encode()) for v in values), default=1) or 1
 
 
-def state_records(gathered: Gathered, rows: np.ndarray) -> np.ndarray:
-    users = gathered.users.tolist()
-    dtype = np.dtype([("user", f"S{_width(users)}"), ("fingerprint", "<u8"), ("rows", "<i4", (rows.shape[1],))])
-    records = np.empty(len(users), dtype)
-    records["user"] = [u.encode() for u in users]
-    records["fingerprint"] = gathered.fingerprints
-    records["rows"] = rows
-    return records
-
-
-def state_decoder(k: int) -> Callable[[bytes, str], np.ndarray]:
-    """A decoder of a user-lists state of ``k`` movies per user (damaged: :class:`StateDamaged`)."""
-    return functools.partial(read_state, k=k)
-
-
-def read_state(data: bytes, label: str, k: int) -> np.ndarray:
-    records = from_npy(data, label, StateDamaged)
-    if records.dtype.names != ("user", "fingerprint", "rows") or records["rows"].shape[1:] != (k,):
-        raise StateDamaged(f"{label} is not a user-lists state for {k} movies per user")
-    return records
-
-
 def partition_records(gathered: Gathered, rows: np.ndarray, reused: np.ndarray) -> np.ndarray:
     """A partition's result: each user's list (catalogue rows, -1 for none), API fingerprint, newest time,
     and whether the list was reused from the state."""
@@ -313,7 +291,8 @@ def partition_dtype(user_width: int, k: int) -> np.dtype:
 
 
 def partition_decoder(k: int) -> Callable[[bytes, str], np.ndarray]:
-    """A decoder of one partition's lists of ``k`` movies per user (damaged: :class:`StateDamaged`)."""
+    """A decoder of one partition's lists of ``k`` movies per user, dated or its state (damaged:
+    :class:`StateDamaged`)."""
     return functools.partial(read_partition, k=k)
 
 
@@ -324,6 +303,33 @@ def read_partition(data: bytes, label: str, k: int) -> np.ndarray:
     ] != (k,):
         raise StateDamaged(f"{label} is not a partition of user lists for {k} movies per user")
     return records
+
+
+def api_fingerprints(piece: np.ndarray) -> dict[str, int]:
+    """userId → the fingerprint of their API interactions in a piece of API records, as :func:`gather` makes it."""
+    if not len(piece):
+        return {}
+    users, owners = np.unique(piece["user"], return_inverse=True)
+    fingerprints = fingerprints_of(owners, piece["hash"], len(users))
+    return dict(zip(np.char.decode(users).tolist(), fingerprints.tolist(), strict=True))
+
+
+def changed_users(state: np.ndarray, api_now: dict[str, int]) -> set[str]:
+    """The users whose API interactions differ from what their stored list was computed from (new ones too)."""
+    stored = dict(zip(np.char.decode(state["user"]).tolist(), state["fingerprint"].tolist(), strict=True))
+    changed = {user for user, fingerprint in api_now.items() if stored.get(user) != fingerprint}
+    return changed | {user for user, fingerprint in stored.items() if fingerprint and user not in api_now}
+
+
+def with_changes(state: np.ndarray, changed: set[str], computed: np.ndarray) -> np.ndarray:
+    """The state with the ``changed`` users' records replaced by ``computed`` ones (a changed user absent from
+    ``computed`` has no interaction left: dropped); the others marked reused. Ordered by user."""
+    keep = state[~np.isin(np.char.decode(state["user"]), list(changed))] if changed else state
+    width = max(keep.dtype["user"].itemsize, computed.dtype["user"].itemsize)
+    dtype = partition_dtype(width, state["rows"].shape[1])
+    merged = np.concatenate([keep.astype(dtype), computed.astype(dtype)])
+    merged["reused"][: len(keep)] = True
+    return merged[np.argsort(merged["user"], kind="stable")]
 
 
 def distinct_movies(rows: np.ndarray) -> int:

@@ -32,9 +32,12 @@ record_task_history = true
 remove_delay = 1800
 # A machine that dies mid-task: luigid drops it after 60 s without a ping (worker_disconnect_delay), its
 # task turns FAILED, and 60 s later (retry_delay; Luigi's default is 900 s) any worker kept alive with
-# --worker-keep-alive takes it again: a dead machine costs about two minutes, not the night.
-worker_disconnect_delay = 60
-retry_delay = 60
+# --worker-keep-alive takes it again: a dead machine costs about two minutes, not the night. The dead
+# are looked for whenever a worker asks for work (prune_on_get_work), not only once a minute.
+# LUIGID_WORKER_DISCONNECT_DELAY and LUIGID_RETRY_DELAY change the two (the tests shorten them to seconds).
+worker_disconnect_delay = ${LUIGID_WORKER_DISCONNECT_DELAY:-60}
+retry_delay = ${LUIGID_RETRY_DELAY:-60}
+prune_on_get_work = true
 # /metrics: luigi_task_failed_total, luigi_task_done_total, luigi_task_started_total... per family and dataset
 metrics_collector = prometheus
 

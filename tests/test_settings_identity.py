@@ -147,6 +147,8 @@ ROWS: list[tuple[str, str | Callable[[World], str], set[str], Check]] = [
     ("USER_RECS_TTL_SECONDS", "100000", PUBLISH_USERS | DAILY, ttl_of("rec:user:", 100_000)),
     ("USER_RECS_TOP_N", "2", USERS | DAILY, lengths("rec:user:", 2)),
     ("USER_RECS_ACTIVE_DAYS", "36500", PUBLISH_USERS | DAILY, unchanged),  # every user was active in 100 years
+    # The cadence of the full read of the API's interactions: applied by the next day's read, reruns nothing
+    ("USER_RECS_FULL_READ_DAYS", "1", NOTHING, unchanged),
     # Three partitions: the ratings shuffled again and the day's API read split three ways; the same lists
     ("USER_RECS_PARTITIONS", "3", USERS | {"ReadApiInteractions", "ShuffleRatingsPart"} | DAILY, unchanged),
     # "best" (the default) took content on this world; the collaborative lists are as long, computed anew

@@ -491,3 +491,43 @@ def test_the_collaborative_lists_are_published_never_stale_and_a_method_switch_r
         assert stage.published() == stage.expected()
     else:
         assert_collaborative(stage, chosen["params"])
+
+
+def test_the_api_interactions_are_read_incrementally_and_in_full_on_a_cadence(stage: Stage, monkeypatch) -> None:
+    monkeypatch.setattr(user_partitions_task, "CLOCK_SKEW", dt.timedelta(0))  # the test's writes are seconds apart
+    seed_api_users(stage)  # TODAY: read in full (no earlier read), before the API users wrote
+
+    def read(day: dt.date) -> dict:
+        stage.set(**({"USER_RECS_FULL_READ_DAYS": "4"} if day >= TODAY + dt.timedelta(days=4) else {}))
+        assert families(build(UpdateUserRecommendations(date=day))["completed"]) == USER_RUN
+        return stage.bucket.read_json(f"datasets/ml/user_recs/api/{day.isoformat()}/{stage.database}/P1/read.json")
+
+    time.sleep(1.1)
+    first = read(TODAY + dt.timedelta(days=1))  # the 58 documents the API wrote since TODAY's read
+    assert (first["full"], first["documents_read"], first["documents"]) == (False, 58, 58)
+    assert stage.published() == stage.expected()
+    time.sleep(1.1)
+    stage.api_write("late", stage.movie("Alien"))
+    second = read(TODAY + dt.timedelta(days=2))  # one new document read; the others from the earlier pieces
+    assert (second["full"], second["documents_read"], second["documents"]) == (False, 1, 59)
+    assert stage.published() == stage.expected() and "rec:user:late" in stage.published()
+    assert stage.marker(TODAY + dt.timedelta(days=2))["recomputed"] == 1  # only "late" computed
+    # A document written by hand with an old _id (the API never does that) is missed by the daily read...
+    old_id = ObjectId.from_datetime(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    hand = {"_id": old_id, "userId": "2", "movieId": stage.movie("Shrek"), "type": "rate", "value": 5.0,
+            "timestamp": dt.datetime.now(dt.UTC)}  # fmt: skip
+    stage.db.interactions.insert_one(hand)
+    time.sleep(1.1)
+    third = read(TODAY + dt.timedelta(days=3))
+    assert (third["full"], third["documents"]) == (False, 59)
+    # ...and caught by the full read USER_RECS_FULL_READ_DAYS after the last one.
+    fourth = read(TODAY + dt.timedelta(days=4))
+    assert (fourth["full"], fourth["documents_read"], fourth["documents"]) == (True, 60, 60)
+    assert "USER_RECS_FULL_READ_DAYS" in fourth["why"]
+    assert stage.published() == stage.expected()
+    # A damaged piece of the newest read: everything is read again, the damage named.
+    key = f"datasets/ml/user_recs/api/{(TODAY + dt.timedelta(days=4)).isoformat()}/{stage.database}/P1/p-00000.npy"
+    stage.bucket.write_bytes(key, b"not a piece")
+    time.sleep(1.1)
+    fifth = read(TODAY + dt.timedelta(days=5))
+    assert (fifth["full"], fifth["documents_read"]) == (True, 60) and "damaged" in fifth["why"]

@@ -75,7 +75,14 @@ class ShuffleRatingsPart(ChunkTask):
 
 
 class ReadApiInteractions(PipelineTask):
-    """The API's own interactions, read once for the run's date, as one piece per partition."""
+    """The API's own interactions for the run's date, as one piece per partition; read incrementally.
+
+    The API only inserts. A date's read takes the previous read's pieces and reads from MongoDB only the
+    documents stored since that read (by ``_id``, ``CLOCK_SKEW`` earlier: the API's clock), one row per
+    document. Everything is read again when there is no previous read (or it cannot be read), for a
+    new release or model, for a date before the newest read (a backfill), and every
+    ``USER_RECS_FULL_READ_DAYS`` days (a document written by hand, not by the API, is caught then).
+    """
 
     date = RunDateParameter(description="the run's date")
     partitions = CheckedIntParameter(minimum=1)
@@ -84,18 +91,75 @@ class ReadApiInteractions(PipelineTask):
         return BucketTarget(self.bucket, layout.api_read_key(self.settings, self.date, self.partitions, None))
 
     def run(self) -> None:
+        settings = self.settings
         collection = self.db["interactions"]
+        previous, why = self._previous()
         read_at = dt.datetime.now(dt.UTC)
-        docs = mongo.api_interactions(collection)
-        near = ObjectId.from_datetime(read_at - CLOCK_SKEW)
-        records = partitions.api_records(docs)
-        for partition, piece in enumerate(partitions.split_api(records, self.partitions)):
-            key = layout.api_read_key(self.settings, self.date, self.partitions, partition)
-            self.bucket.write_bytes(key, to_npy(piece))
-        record = {"read_at": read_at.isoformat(), "documents": len(docs),
+        since = None if previous is None else ObjectId.from_datetime(
+            dt.datetime.fromisoformat(previous["read_at"]) - CLOCK_SKEW
+        )  # fmt: skip
+        self.progress(0, self.partitions + 1, "reading the API's interactions" + ("" if since else " (all)"))
+        docs = mongo.api_interactions(collection, since)
+        pieces = partitions.split_api(partitions.api_records(docs), self.partitions)
+        total = 0
+        for partition, piece in enumerate(pieces):
+            if previous is not None:
+                kept = self._piece_of(dt.date.fromisoformat(previous["date"]), partition)
+                piece = partitions.merged(kept, piece)
+            total += len(piece)
+            self.bucket.write_bytes(layout.api_read_key(settings, self.date, self.partitions, partition), to_npy(piece))
+            self.progress(partition + 1, self.partitions + 1, f"partition {partition} written")
+        # The documents the publishing's never-stale check will find again (stored since near_since) and must
+        # know were read: it takes both from this record, so the margin is decided here alone.
+        near_since = read_at - CLOCK_SKEW
+        near = ObjectId.from_datetime(near_since)
+        full_date = self.date.isoformat() if previous is None else previous["full_date"]
+        record = {"read_at": read_at.isoformat(), "near_since": near_since.isoformat(),
+                  "documents_read": len(docs), "documents": total,
+                  "full": previous is None, "why": why, "full_date": full_date,
                   "read_near": sorted(str(doc["_id"]) for doc in docs if doc["_id"] >= near)}  # fmt: skip
         self.bucket.write_bytes(self.output().key, json.dumps(record).encode())
-        self.counts = {"api_interactions": len(docs)}
+        latest = self._latest()
+        if latest is None or latest.get("date", "") <= self.date.isoformat():  # a backfill leaves the newest
+            self.bucket.write_json(layout.api_latest_key(settings, self.partitions), {
+                "date": self.date.isoformat(), "read_at": record["read_at"], "full_date": full_date,
+                "source_md5": self.current_source_md5(), "model": settings.hf_model_name,
+            })  # fmt: skip
+        self.counts = {"documents_read": len(docs), "documents": total, "full": int(previous is None)}
+
+    def _latest(self) -> dict[str, Any] | None:
+        try:
+            return read_checked(self.bucket, layout.api_latest_key(self.settings, self.partitions),
+                                json_decoder(_is_latest), "the next read reads everything")  # fmt: skip
+        except FileNotFoundError:
+            return None
+        except DamagedObject as error:
+            log_event(logger, str(error), logging.WARNING, task=self.task_family)
+            return None
+
+    def _previous(self) -> tuple[dict[str, Any] | None, str]:
+        """The read this one continues from, or None and why everything is read."""
+        latest = self._latest()
+        if latest is None:
+            return None, "no earlier read"
+        if latest["date"] >= self.date.isoformat():
+            return None, "a date before the newest read (a backfill)"
+        if latest.get("source_md5") != self.current_source_md5() or latest.get("model") != self.settings.hf_model_name:
+            return None, "a new release or model"
+        age = (self.date - dt.date.fromisoformat(latest["full_date"])).days
+        if age >= self.settings.user_recs_full_read_days:
+            return None, f"the last full read is {age} days old (USER_RECS_FULL_READ_DAYS)"
+        try:
+            for partition in range(self.partitions):  # every piece read back before it is trusted
+                self._piece_of(dt.date.fromisoformat(latest["date"]), partition)
+        except (FileNotFoundError, DamagedObject) as error:
+            log_event(logger, f"{error}: everything is read again", logging.WARNING, task=self.task_family)
+            return None, "the earlier read is missing or damaged"
+        return latest, f"documents since the read of {latest['date']}"
+
+    def _piece_of(self, date: dt.date, partition: int) -> np.ndarray:
+        key = layout.api_read_key(self.settings, date, self.partitions, partition)
+        return read_checked(self.bucket, key, partitions.read_api_piece, "the next read reads everything")
 
     def record(self) -> dict[str, Any]:
         return read_checked(self.bucket, self.output().key, json_decoder(_is_read_record),
@@ -105,6 +169,10 @@ class ReadApiInteractions(PipelineTask):
         key = layout.api_read_key(self.settings, self.date, self.partitions, partition)
         return read_checked(self.bucket, key, partitions.read_api_piece,
                             "the next run reads the API's interactions again", (self.output().key,))  # fmt: skip
+
+
+def _is_latest(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(value.get(k), str) for k in ("date", "read_at", "full_date"))
 
 
 def _is_read_record(value: Any) -> bool:
@@ -201,15 +269,12 @@ class UserRecsPartition(PartitionInputs, ChunkTask):
 
     def run(self) -> None:
         ids, vectors = self.movie_vectors()
-        gathered = self.gathered(self.index, ids)
         k = self.top_n
         if self.method == "content":
-            rows, reused = self._reuse(gathered, k)
-            changed = np.flatnonzero(~reused)
-            self.progress(0, 1, f"scoring {len(changed):,} of {len(gathered.users):,} users, {len(ids):,} movies")
-            rows[changed] = user_recs.user_lists(gathered, changed, vectors, k)
-            self.bucket.write_bytes(self._state_key(), to_npy(user_recs.state_records(gathered, rows)))
+            records = self._content_lists(ids, vectors, k)
+            self.bucket.write_bytes(self._state_key(), to_npy(records))
         else:
+            gathered = self.gathered(self.index, ids)
             model: TrainCollaborative = self.requires()["model"]
             users = read_checked(self.bucket, model.factors_key("users"), collaborative.read_user_factors,
                                  "the next run trains the model again", (model.output().key,))  # fmt: skip
@@ -217,31 +282,51 @@ class UserRecsPartition(PartitionInputs, ChunkTask):
                                          "the next run trains the model again")  # fmt: skip
             self.progress(0, 1, f"scoring {len(gathered.users):,} users, {len(ids):,} movies")
             rows = collaborative.score(gathered, users, movie_factors, k)
-            reused = np.zeros(len(gathered.users), bool)
-        self.bucket.create(self.output().key, to_npy(user_recs.partition_records(gathered, rows, reused)))
-        self.counts = {"users": len(gathered.users), "recomputed": int((~reused).sum()), "reused": int(reused.sum())}
+            records = user_recs.partition_records(gathered, rows, np.zeros(len(gathered.users), bool))
+        self.bucket.create(self.output().key, to_npy(records))
+        reused = int(records["reused"].sum())
+        self.counts = {"users": len(records), "recomputed": len(records) - reused, "reused": reused}
+
+    def _content_lists(self, ids: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
+        """Every user's content list: from the partition's state, only the users whose API interactions
+        changed computed again (from their own interactions alone), or everyone when there is no state."""
+        state = self._state(k)
+        if state is None:
+            gathered = self.gathered(self.index, ids)
+            self.progress(0, 1, f"scoring {len(gathered.users):,} users, {len(ids):,} movies")
+            everyone = np.arange(len(gathered.users))
+            rows = user_recs.user_lists(gathered, everyone, vectors, k)
+            return user_recs.partition_records(gathered, rows, np.zeros(len(gathered.users), bool))
+        api: ReadApiInteractions = self.requires()["api"]
+        piece = api.piece(self.index)
+        changed = user_recs.changed_users(state, user_recs.api_fingerprints(piece))
+        if not changed:
+            return user_recs.with_changes(state, changed, state[:0])
+        self.progress(0, 1, f"scoring the {len(changed):,} users whose interactions changed, {len(ids):,} movies")
+        names = np.array(sorted(changed))
+        # A MovieLens user's id is a uint32 written plainly ("7", never "007"): only those have ratings.
+        numeric = np.array([int(u) for u in names.tolist() if u.isdigit() and str(int(u)) == u and int(u) < 2**32],
+                           dtype=np.int64)  # fmt: skip
+        shuffle: list[ShuffleRatingsPart] = self.requires()["shuffle"]
+        movielens = [(rows := part.piece(self.index))[np.isin(rows["userId"], numeric)] for part in shuffle]
+        mine = piece[np.isin(np.char.decode(piece["user"]), names)]
+        gathered = user_recs.gather(movielens, read_movie_map(self.bucket, self.settings), ids, mine)
+        rows = user_recs.user_lists(gathered, np.arange(len(gathered.users)), vectors, k)
+        computed = user_recs.partition_records(gathered, rows, np.zeros(len(gathered.users), bool))
+        return user_recs.with_changes(state, changed, computed)
 
     def _state_key(self) -> str:
         return layout.user_recs_state_key(self.settings, self.model_name, self.source_md5, str(self.movie_ids),
                                           self.top_n, self.partitions, self.index)  # fmt: skip
 
-    def _reuse(self, gathered: user_recs.Gathered, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows for every user, whether each was reused): the stored list of each user whose API interactions
-        are unchanged; the release, the model, the movies, k and the partition are in the state's key."""
-        rows = np.full((len(gathered.users), k), -1, np.int32)
-        reused = np.zeros(len(gathered.users), bool)
+    def _state(self, k: int) -> np.ndarray | None:
+        """The partition's lists as last computed (the release, the model, the movies, k and the partitions
+        are in its key), or None: every user of the partition is computed."""
         try:
-            state = read_checked(self.bucket, self._state_key(), user_recs.state_decoder(k),
-                                 "every user of the partition is computed again")  # fmt: skip
+            return read_checked(self.bucket, self._state_key(), user_recs.partition_decoder(k),
+                                "every user of the partition is computed again")  # fmt: skip
         except FileNotFoundError:
-            return rows, reused
+            return None
         except DamagedObject as error:
             log_event(logger, str(error), logging.WARNING, task=self.task_family)
-            return rows, reused
-        stored = {user: i for i, user in enumerate(np.char.decode(state["user"]).tolist())}
-        for index, user in enumerate(gathered.users.tolist()):
-            at = stored.get(user)
-            if at is not None and state["fingerprint"][at] == gathered.fingerprints[index]:
-                rows[index] = state["rows"][at]
-                reused[index] = True
-        return rows, reused
+            return None

@@ -51,7 +51,7 @@ from mlrec_luigi.tasks.movies import LoadMovies
 from mlrec_luigi.tasks.parameters import RunDateParameter, model_parameter
 from mlrec_luigi.tasks.quality import MeasureQuality
 from mlrec_luigi.tasks.ratings import PrepareRatings
-from mlrec_luigi.tasks.user_partitions import CLOCK_SKEW, ReadApiInteractions, UserRecsPartition
+from mlrec_luigi.tasks.user_partitions import ReadApiInteractions, UserRecsPartition
 
 logger = logging.getLogger("mlrec_luigi")
 RATINGS_PER_PARTITION = 5_000_000  # USER_RECS_PARTITIONS=0: the partitions a release's ratings make
@@ -146,7 +146,7 @@ class UpdateUserRecommendations(ChunkedStage, MongoStage):
             raise DatasetError("no partition of users was planned: the ratings or the quality figures are missing")
         reader: ReadApiInteractions = chunks[0].requires()["api"]
         read = reader.record()
-        read_at, read_near = dt.datetime.fromisoformat(read["read_at"]), set(read["read_near"])
+        near_since, read_near = dt.datetime.fromisoformat(read["near_since"]), set(read["read_near"])
         self.progress(0, 3, f"reading the lists of {len(chunks)} partition(s)")
         users, keys, lists, fingerprints = 0, list[str](), list[list[str]](), list[np.ndarray]()
         counts = {"with_list": 0, "recomputed": 0, "reused": 0, "inactive": 0}
@@ -172,7 +172,7 @@ class UpdateUserRecommendations(ChunkedStage, MongoStage):
             lambda key: key.removeprefix(USER_REDIS_PREFIX),
             lambda: {
                 str(doc.get("userId"))
-                for doc in mongo.api_interactions(collection, ObjectId.from_datetime(read_at - CLOCK_SKEW))
+                for doc in mongo.api_interactions(collection, ObjectId.from_datetime(near_since))
                 if str(doc["_id"]) not in read_near
             },
         )

@@ -51,10 +51,13 @@ STAGES = (
     "UpdatePopular",
     "SimilarMoviesBlock",  # mid-compute
     "UpdateSimilarMovies",  # mid-publish
-    "UpdateUserRecommendations",  # mid-compute or mid-publish
+    "ShuffleRatingsPart",  # mid-shuffle: some pieces of a part written
+    "UserRecsPartition",  # mid-compute of a partition of users
+    "UpdateUserRecommendations",  # mid-publish
 )
-INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 300, 40
-CRASHES_PER_STAGE = {stage: 2 if "Similar" in stage or "User" in stage else 4 for stage in STAGES}
+INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK, USER_PARTITIONS = 300, 40, 3
+# Chunk and publish stages twice each, the others three times: 29 kills in all.
+CRASHES_PER_STAGE = {stage: 2 if "Similar" in stage or "User" in stage or "Shuffle" in stage else 3 for stage in STAGES}
 SEED = 20261124
 RUN_DATE = "2026-11-24"
 
@@ -117,6 +120,7 @@ def scenario_factory(slow_zip_url: str, gcs_emulator: str, redis_server: str, tm
             EMBEDDING_CHUNK_SIZE=str(CHUNK),
             INTERACTIONS_CHUNK_ROWS=str(INTERACTION_CHUNK_ROWS),
             SIMILAR_MOVIES_BLOCK_ROWS=str(SIMILAR_BLOCK),
+            USER_RECS_PARTITIONS=str(USER_PARTITIONS),
         )
         redis.Redis.from_url(redis_server).flushdb()
         return Scenario(env, GCSBucket(name, gcs_emulator), uri, database)
@@ -264,6 +268,9 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     blocks_present = sum(
         1 for key in scenario.bucket.list("datasets/ml-crash/similar/") if "/block-" in key and key.endswith(".npy")
     )
+    user_recs_keys = scenario.bucket.list("datasets/ml-crash/user_recs/")
+    shuffled_present = sum(1 for key in user_recs_keys if "/shuffle/" in key and key.endswith("/done.json"))
+    partitions_present = sum(1 for key in user_recs_keys if "/partition-" in key and key.endswith(".npy"))
     with pymongo.MongoClient(scenario.mongo_uri) as client:
         ids_after_crash = {
             d["movieId_ml"]: str(d["_id"]) for d in client[scenario.database].movies.find({}, {"movieId_ml": 1})
@@ -283,6 +290,9 @@ def test_sigkill_then_rerun_equals_a_clean_run(stage: str, attempt: int, scenari
     assert len(finished(rerun, "InteractionsChunk")) == RATINGS // INTERACTION_CHUNK_ROWS - loaded_present
     # And the similar-movies blocks: only the missing ones are computed again.
     assert len(finished(rerun, "SimilarMoviesBlock")) == -(-MOVIES // SIMILAR_BLOCK) - blocks_present
+    # And the user lists' work: only the parts not shuffled and the partitions not written are done again.
+    assert len(finished(rerun, "ShuffleRatingsPart")) == RATINGS // INTERACTION_CHUNK_ROWS - shuffled_present
+    assert len(finished(rerun, "UserRecsPartition")) == USER_PARTITIONS - partitions_present
     assert crash["returncode"] == -signal.SIGKILL, "the process ended before the kill: no crash was injected"
     # The kill landed inside the stage it names: that run of the stage had not finished.
     assert len(finished(crash["log"], stage)) <= crash["occurrence"], f"{stage} had finished before the kill"

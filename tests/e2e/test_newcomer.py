@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.support.env import subprocess_env
 from tests.support.processes import MOVIELENS_ZIP, PROJECT
+from tests.support.runs import USER_RUN
 from tests.support.zips import real_slice
 
 
@@ -56,7 +57,11 @@ def test_the_try_out_store_keeps_the_data_so_a_rerun_is_the_promised_no_op(tmp_p
     assert again.returncode == 0 and finished(again.stderr) == [], again.stderr[-3000:]
     next_day = run(["bash", "scripts/run-pipeline.sh", "--date", "2026-11-25", *lock], env)
     assert next_day.returncode == 0, next_day.stderr[-3000:]
-    assert finished(next_day.stderr) == ["DailyRun", "UpdatePopular", "UpdateUserRecommendations"]
+    # The next day: the popular list, the day's read of the API, the partition (and the model when "best" chose
+    # the collaborative lists), the publishing.
+    users = json.loads((tmp_path / "bucket/datasets/ml/markers/user_recs/2026-11-25.json").read_text())
+    model = ["TrainCollaborative"] if users["method"]["method"] == "collaborative" else []
+    assert finished(next_day.stderr) == sorted(["DailyRun", "UpdatePopular", *USER_RUN, *model])
     # The probe, as the README types it, reads the store the pipeline wrote (not "MONGODB_URI is not set").
     check = run([str(PROJECT / ".venv/bin/python"), "-m", "mlrec_luigi.report", "--check"], env, cwd=tmp_path)
     assert check.returncode == 0 and check.stdout.startswith("ok: the DailyRun of 2026-11-25"), check.stdout

@@ -122,7 +122,9 @@ def test_dag_under_luigid_ends_done_reports_progress_and_leaks_no_secret(luigid:
 
     done = scheduler_api(luigid, "task_list", status="DONE", upstream_status="")
     families = sorted(task["name"] for task in done.values())
-    assert families == all_tasks(EmbeddingChunk=3, InteractionsChunk=6)
+    model = families.count("TrainCollaborative")  # whichever method "best" measured better on this slice
+    assert model in (0, 1)
+    assert families == all_tasks(EmbeddingChunk=3, InteractionsChunk=6, ShuffleRatingsPart=6, TrainCollaborative=model)
     assert all(task["params"]["dataset"].endswith("/datasets/ml") for task in done.values())
     for status in ("PENDING", "RUNNING", "FAILED"):
         assert scheduler_api(luigid, "task_list", status=status, upstream_status="") == {}
