@@ -105,24 +105,31 @@ def test_the_page_says_when_the_popular_window_holds_few_ratings() -> None:
     assert popular_title({**few, "ratings_counted": 5_000})[1] is None
 
 
-def test_a_worker_whose_share_another_ran_counts_the_dag_done_only_when_it_is() -> None:
+def test_a_worker_whose_share_another_ran_counts_the_dag_done_only_when_it_is(monkeypatch) -> None:
     from types import SimpleNamespace
 
+    from mlrec_luigi.tasks import exit_codes
     from mlrec_luigi.tasks.exit_codes import done_elsewhere
 
+    monkeypatch.setattr(exit_codes, "ROOT_WAIT_S", 1.2)
+
     class Root:
-        def __init__(self, done: bool) -> None:
-            self.done = done
+        def __init__(self, done: bool | int) -> None:
+            self.done = done  # an int: complete at that check (another machine finishing the root meanwhile)
 
         def complete(self) -> bool:
-            return self.done
+            if isinstance(self.done, bool):
+                return self.done
+            self.done -= 1
+            return self.done <= 0
 
     def summary_of(root: Root, **sets: set) -> dict[str, set]:
         base = {name: set() for name in ("already_done", "completed", "failed", "scheduling_error",
                                           "still_pending_ext", "run_by_other_worker", "not_run")}  # fmt: skip
         return {**base, **sets}
 
-    for root_done, failed, expect_zero in [(True, set(), True), (False, set(), False), (True, {"x"}, False)]:
+    cases = [(True, set(), True), (False, set(), False), (True, {"x"}, False), (2, set(), True), (9, set(), False)]
+    for root_done, failed, expect_zero in cases:
         root = Root(root_done)
         worker = SimpleNamespace(_add_task_history=[(root, "PENDING", True)])
         sets = done_elsewhere(lambda w, r=root, f=failed: summary_of(r, run_by_other_worker={"chunk"}, failed=f))(
