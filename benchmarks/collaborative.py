@@ -32,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
+from benchmarks.support import peak_rss_mb, reset_peak_rss, shape_arguments  # noqa: E402
 from benchmarks.user_recs import TOP_N, synthetic  # noqa: E402
 from mlrec_luigi import collaborative, methods, partitions, quality, user_recs  # noqa: E402
 from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
@@ -132,11 +132,7 @@ def small() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=200_948)
-    parser.add_argument("--movies", type=int, default=87_585)
-    parser.add_argument("--ratings", type=int, default=32_000_000)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser = shape_arguments(argparse.ArgumentParser())
     parser.add_argument("--small-only", action="store_true")
     options = parser.parse_args()
     print(json.dumps({"small": small()}, indent=1), flush=True)

@@ -28,18 +28,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import peak_rss_mb, reset_peak_rss  # noqa: E402
+from benchmarks.support import peak_rss_mb, reset_peak_rss, shape_arguments  # noqa: E402
 from benchmarks.user_recs import TOP_N, synthetic  # noqa: E402
 from mlrec_luigi import methods, partitions, quality, user_recs  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=200_948)
-    parser.add_argument("--movies", type=int, default=87_585)
-    parser.add_argument("--ratings", type=int, default=32_000_000)
+    parser = shape_arguments(argparse.ArgumentParser())
     parser.add_argument("--sample-users", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=1)
     options = parser.parse_args()
     vectors, ids, movie_map, parts = synthetic(options.users, options.movies, options.ratings)
     movie_row = np.full(options.movies + 2, -1, np.int32)

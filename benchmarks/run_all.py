@@ -614,6 +614,9 @@ GOALS = {
 }
 
 
+KEPT = "<!-- below: sections written from their own benchmark scripts; run_all.py keeps them as they are -->"
+
+
 def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
     e, n, x, w = results["embeddings"], results["noop"], results["explain"], results["workers"]
     lines = [
@@ -784,7 +787,10 @@ def write_markdown(results: dict[str, Any], path: Path, command: str) -> None:
         "",
         NOTES,
     ]
-    path.write_text("\n".join(lines) + "\n")
+    # The sections measured by their own scripts (quality, collaborative, partitions) follow KEPT: carried over.
+    existing = path.read_text() if path.exists() else ""
+    kept = existing.split(KEPT, 1)[1].lstrip("\n") if KEPT in existing else ""
+    path.write_text("\n".join(lines) + "\n\n" + KEPT + "\n\n" + kept)
 
 
 def main() -> None:

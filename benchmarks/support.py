@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -171,3 +172,12 @@ def rss_mb() -> float:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value), flush=True)
+
+
+def shape_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The synthetic shape (default: ml-32m's) and the repeats every user-lists benchmark takes."""
+    parser.add_argument("--users", type=int, default=200_948)
+    parser.add_argument("--movies", type=int, default=87_585)
+    parser.add_argument("--ratings", type=int, default=32_000_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    return parser

@@ -42,7 +42,7 @@ from bson import ObjectId
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import median_time, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
+from benchmarks.support import median_time, peak_rss_mb, reset_peak_rss, rss_mb, shape_arguments  # noqa: E402
 from mlrec_luigi import cache, partitions, user_recs  # noqa: E402
 from mlrec_luigi.movielens import RATING_RECORD  # noqa: E402
 from tests.support.processes import free_port, wait_until  # noqa: E402
@@ -182,11 +182,7 @@ def phase(name: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=200_948)
-    parser.add_argument("--movies", type=int, default=87_585)
-    parser.add_argument("--ratings", type=int, default=32_000_000)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser = shape_arguments(argparse.ArgumentParser())
     parser.add_argument("--publish-users", type=int, default=100_000)
     parser.add_argument("--verify-keys", type=int, default=87_585, help="keys the completeness check reads back")
     options = parser.parse_args()

@@ -201,12 +201,23 @@ def test_a_marker_with_a_field_of_the_wrong_type_is_recomputed(pipeline: Pipelin
     recovers(pipeline, "2026-11-24")
 
 
-@pytest.mark.parametrize("kind", ["embedding chunk", "ratings part"])
+@pytest.mark.parametrize("kind", ["embedding chunk", "ratings part", "shuffled piece"])
 def test_a_damaged_chunk_or_part_is_named_then_computed_again(pipeline: Pipeline, kind: str) -> None:
-    key = pipeline.one("chunk-00000.npy" if kind == "embedding chunk" else "part-00000.npy")
-    day = "2026-11-29" if kind == "embedding chunk" else "2026-11-30"
+    name = {
+        "embedding chunk": "chunk-00000.npy",
+        "ratings part": "part-00000.npy",
+        "shuffled piece": "part-00000/p-00000.npy",
+    }
+    key = pipeline.one(f"/{name[kind]}")
+    day = {"embedding chunk": "2026-11-29", "ratings part": "2026-11-30", "shuffled piece": "2026-12-02"}[kind]
     pipeline.damage(key, "truncated")
-    code, log = pipeline.run("UpdateUserRecommendations", day)  # a new day reads both
+    # Who reads it on a new day: the partitions read the vectors; the shuffle reads a ratings part (its record
+    # of having split it gone); a partition computed from scratch (its state gone) reads its shuffled pieces.
+    if kind == "ratings part":
+        pipeline.bucket.delete(pipeline.one("/part-00000/done.json"))
+    if kind == "shuffled piece":
+        pipeline.bucket.delete(pipeline.one("/state-00000.npy"))
+    code, log = pipeline.run("UpdateUserRecommendations", day)
     assert code == 30
     assert "is not a readable .npy file" in the_line_naming(log, key.rsplit("/", 1)[-1])
     recovers(pipeline, day)
@@ -224,7 +235,7 @@ def test_a_damaged_similar_block_is_named_then_computed_again(pipeline: Pipeline
 
 @pytest.mark.parametrize("what", ["user-lists state", "similar record", "user-lists record"])
 def test_a_damaged_state_or_record_is_named_and_recomputed(pipeline: Pipeline, what: str) -> None:
-    pattern = {"user-lists state": "state.npy", "similar record": "similar/published.npy",
+    pattern = {"user-lists state": "/state-00000.npy", "similar record": "similar/published.npy",
                "user-lists record": "user_recs/published/2026-11-24.npy"}[what]  # fmt: skip
     key = pipeline.one(pattern)
     pipeline.damage(key, "truncated")

@@ -29,7 +29,7 @@ import redis
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
 from tests.support.processes import MOVIELENS_ZIP, PROJECT, background, free_port, wait_until
-from tests.support.runs import luigi_command, run_luigi
+from tests.support.runs import finished_events, luigi_command, run_luigi
 from tests.support.zips import real_slice
 from tests.test_user_recs import api_brute_force
 
@@ -84,15 +84,7 @@ class Machine:
             self.killer.saw(self, line)
 
     def finished(self) -> list[dict]:
-        events = []
-        for line in self.lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "task finished":
-                events.append(event)
-        return events
+        return finished_events("".join(self.lines))
 
     def wait(self, timeout_s: float = 600) -> int:
         code = self.process.wait(timeout=timeout_s)

@@ -19,7 +19,7 @@ import redis
 from tests.e2e.test_scheduler_and_secrets import scheduler_api
 from tests.support.env import subprocess_env
 from tests.support.processes import MOVIELENS_ZIP, PROJECT, background, free_port, wait_until
-from tests.support.runs import USER_RUN, all_tasks, scheduled_dag_command
+from tests.support.runs import USER_RUN, all_tasks, finished_events, scheduled_dag_command
 from tests.support.zips import real_slice
 
 MOVIES, RATINGS, CHUNK, INTERACTION_CHUNK_ROWS, SIMILAR_BLOCK = 120, 1500, 20, 500, 50
@@ -41,18 +41,6 @@ def base_env(tmp_path: Path, mongo: tuple[str, str], redis_url: str, **extra: st
     )
 
 
-def finished_tasks(stderr: str) -> list[dict]:
-    events = []
-    for line in stderr.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "task finished":
-            events.append(event)
-    return events
-
-
 def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redis_url) -> None:
     env = base_env(tmp_path, wire_mongo, redis_url)
     lock = tmp_path / "pipeline.lock"
@@ -65,10 +53,10 @@ def test_cron_line_for_two_days_then_the_report(tmp_path: Path, wire_mongo, redi
     assert first.returncode == 0, first.stderr[-3000:]
     users = json.loads((tmp_path / "bucket/datasets/ml-ops/markers/user_recs/2026-11-23.json").read_text())
     model = ["TrainCollaborative"] if users["method"]["method"] == "collaborative" else []  # as "best" chose
-    assert {e["task"] for e in finished_tasks(first.stderr)} == set(all_tasks(TrainCollaborative=len(model)))
+    assert {e["task"] for e in finished_events(first.stderr)} == set(all_tasks(TrainCollaborative=len(model)))
     second = cron("2026-11-24")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert sorted(e["task"] for e in finished_tasks(second.stderr)) == sorted(
+    assert sorted(e["task"] for e in finished_events(second.stderr)) == sorted(
         ["DailyRun", "UpdatePopular", *USER_RUN, *model]
     )  # the popular list, the day's read of the API, the partition (and model), the publishing
 

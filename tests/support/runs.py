@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -121,3 +122,16 @@ def the_cause(stderr: str, expected: str) -> str:
     holding = [line for line in lines if expected in line]
     assert len(holding) <= 3 and all("Traceback" not in line for line in holding), holding
     return message
+
+
+def finished_events(text: str) -> list[dict]:
+    """The ``task finished`` events among a `luigi` process's stderr lines (JSON lines; others skipped)."""
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "task finished":
+            events.append(event)
+    return events
