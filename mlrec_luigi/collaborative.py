@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from mlrec_luigi.errors import Damaged
 from mlrec_luigi.npy import from_npy
+from mlrec_luigi.partitions import text_width
 from mlrec_luigi.user_recs import Gathered, distinct_pairs, top_k_blocks
 
 # Measured on ml-latest-small (BENCHMARKS.md): a confidence of 10 or 40 finds fewer held-out likes than 1.
@@ -123,8 +124,7 @@ def read_movie_factors(data: bytes, label: str) -> np.ndarray:
 
 def named_user_factors(users: list[str], factors: np.ndarray) -> np.ndarray:
     """``factors`` (one row per user) as records sorted by user: what a partition looks its users up in."""
-    width = max((len(u.encode()) for u in users), default=1) or 1
-    named = np.empty(len(users), [("user", f"S{width}"), ("factors", "<f4", (factors.shape[1],))])
+    named = np.empty(len(users), [("user", f"S{text_width(users)}"), ("factors", "<f4", (factors.shape[1],))])
     named["user"] = [u.encode() for u in users]
     named["factors"] = factors
     return named[np.argsort(named["user"], kind="stable")]

@@ -22,7 +22,7 @@ from bson import Decimal128, ObjectId
 from mlrec_luigi.errors import Damaged
 from mlrec_luigi.npy import from_npy, to_npy
 
-LIKED_MIN_VALUE = 4.0
+LIKED_MIN_VALUE = 4.0  # a like, as the API defines it: a rate of 4.0 or more (the user lists read it from here)
 
 
 def user_hashes(users: Sequence[str]) -> np.ndarray:
@@ -79,7 +79,8 @@ def payload_hash(doc: dict) -> int:
     return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "little")
 
 
-def _width(values: list[str]) -> int:
+def text_width(values: list[str]) -> int:
+    """The bytes of the longest of ``values`` as UTF-8 (at least 1): the width of a fixed-width text field."""
     return max((len(v.encode()) for v in values), default=1) or 1
 
 
@@ -87,7 +88,7 @@ def api_records(docs: Sequence[dict]) -> np.ndarray:
     """The API's documents as ``API_RECORD``-shaped rows (text fields as wide as their longest value)."""
     users = [str(doc.get("userId")) for doc in docs]
     movies = [api_movie_id(doc.get("movieId")) for doc in docs]
-    records = np.empty(len(docs), api_record_dtype(_width(users), _width(movies)))
+    records = np.empty(len(docs), api_record_dtype(text_width(users), text_width(movies)))
     records["id"] = [str(doc.get("_id", "")).encode() for doc in docs]
     records["user"] = [u.encode() for u in users]
     records["movie"] = [m.encode() for m in movies]

@@ -32,7 +32,7 @@ from mlrec_luigi.settings import USER_REDIS_PREFIX
 from mlrec_luigi.similar import select_top_k
 
 LIKED_LIMIT = 50
-LIKED_MIN_VALUE = 4.0
+LIKED_MIN_VALUE = partitions.LIKED_MIN_VALUE
 BLOCK_USERS = 512  # users scored per matrix product: 512 x movies x 4 bytes of scores (180 MB at 87,585 movies)
 
 # One interaction: the user's index, the movie's rank among every movie id (known or not: the
@@ -241,11 +241,7 @@ def gather(
 
 def fingerprints_by_user(api_docs: Sequence[dict]) -> dict[str, int]:
     """userId → the fingerprint of their API interactions, as :func:`gather` computes it."""
-    records = partitions.api_records(api_docs)
-    users = sorted({str(doc.get("userId")) for doc in api_docs})
-    index = {user: i for i, user in enumerate(users)}
-    owners = np.array([index[str(doc.get("userId"))] for doc in api_docs], dtype=np.int32)
-    return dict(zip(users, fingerprints_of(owners, records["hash"], len(users)).tolist(), strict=True))
+    return api_fingerprints(partitions.api_records(api_docs))
 
 
 def user_lists(gathered: Gathered, users: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
@@ -268,15 +264,11 @@ class StateDamaged(Damaged):
     """A stored user-lists state cannot be read; the message names it."""
 
 
-def _width(values: list[str]) -> int:
-    return max((len(v.encode()) for v in values), default=1) or 1
-
-
 def partition_records(gathered: Gathered, rows: np.ndarray, reused: np.ndarray) -> np.ndarray:
     """A partition's result: each user's list (catalogue rows, -1 for none), API fingerprint, newest time,
     and whether the list was reused from the state."""
     users = gathered.users.tolist()
-    records = np.empty(len(users), partition_dtype(_width(users), rows.shape[1]))
+    records = np.empty(len(users), partition_dtype(partitions.text_width(users), rows.shape[1]))
     records["user"] = [u.encode() for u in users]
     records["fingerprint"] = gathered.fingerprints
     records["last_time_us"] = gathered.last_time_us

@@ -124,7 +124,7 @@ class UpdateUserRecommendations(ChunkedStage, MongoStage):
         if movies is None or ratings is None or quality is None:
             return []
         settings = self.settings
-        method = methods.choose(settings.user_recs_method, quality.get("figures"))
+        method = self.method()
         count = partition_count(settings.user_recs_partitions, int(ratings.get("records") or 0))
         common = {
             "date": self.date, "source_md5": ratings["source_md5"], "chunk_rows": ratings["chunk_rows"],
